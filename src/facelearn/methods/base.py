@@ -91,3 +91,5 @@ class FaceModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["facelearn_config"] = self.config
+        head = getattr(self, "head", None)
+        checkpoint["facelearn_num_classes"] = getattr(head, "num_classes", 0)

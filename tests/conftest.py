@@ -1,0 +1,37 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LFW_ROOT = Path(os.environ.get("FACELEARN_LFW", ROOT.parent / "shared" / "data" / "lfw"))
+
+# A tiny synthetic run: 32 px, a narrow CNN, 2 epochs (seconds on 2 CPU cores).
+TINY = [
+    "data.image_size=32", "data.batch_size=32", "data.train.num_identities=96",
+    "data.train.images_per_identity=[2,3]", "backbone.widths=[8,16,32,64]", "backbone.embedding_size=64",
+    "benchmark.synthetic.num_identities=60", "benchmark.synthetic.num_pairs=200", "trainer.max_epochs=3",
+    "optimizer.lr=0.05", "head.scale=16",
+]
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 240, module: str = "facelearn.train",
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a facelearn entry point in a subprocess (outputs under tmp_path) and fail with its output on error."""
+    full_env = dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache"), WANDB_MODE="offline",
+                    WANDB_SILENT="true", PYTHONWARNINGS="ignore::FutureWarning", **(env or {}))
+    cmd = [sys.executable, "-m", module, f"paths.log_dir={tmp_path / 'logs'}", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\n"
+                    f"STDERR:\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def lfw_root() -> Path:
+    if not (LFW_ROOT / "pairsDevTest.txt").is_file():
+        pytest.skip(f"LFW not found at {LFW_ROOT} (../shared absent)")
+    return LFW_ROOT

@@ -1,0 +1,113 @@
+"""Margin heads against hand-computed logits (feature at 60° from its target prototype, scale 2)."""
+
+import math
+
+import pytest
+import torch
+
+from facelearn.nn.heads import ArcFace, CombinedMargin, CosFace, NormFace, Softmax, SphereFace
+
+
+def make(head_cls, theta_deg=60.0, **kw):
+    head = head_cls(embedding_size=2, num_classes=2, **kw)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    t = math.radians(theta_deg)
+    feat = torch.tensor([[math.cos(t), math.sin(t)]]) * 3.0  # norm 3: heads must normalise
+    return head, feat, torch.tensor([0])
+
+
+def test_normface():
+    head, f, y = make(NormFace, scale=2.0)
+    # cos θ = 0.5 for the target, cos(30°) = 0.8660 for the other class.
+    assert torch.allclose(head(f, y), torch.tensor([[1.0, 1.7320508]]), atol=1e-5)
+
+
+def test_cosface():
+    head, f, y = make(CosFace, scale=2.0, margin=0.35)
+    assert torch.allclose(head(f, y), torch.tensor([[0.3, 1.7320508]]), atol=1e-5)  # 2 (0.5 - 0.35)
+
+
+def test_arcface_and_fallback():
+    head, f, y = make(ArcFace, scale=2.0, margin=0.5)
+    # cos(60° + 0.5 rad) = cos(1.5471976) = 0.0235931
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(0.0471862), atol=1e-5)
+    head, f, y = make(ArcFace, theta_deg=170.0, scale=1.0, margin=0.5)
+    # θ + m > π: insightface fallback cos θ - m sin m = -0.9848078 - 0.2397128
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(-1.2245206), atol=1e-5)
+
+
+def test_sphereface_psi_branches():
+    head, f, y = make(SphereFace, scale=2.0, margin=2, lambda_base=0.0, lambda_min=0.0)
+    # θ = 60°, k = 0: ψ = cos(120°) = -0.5
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(-1.0), atol=1e-5)
+    head, f, y = make(SphereFace, theta_deg=120.0, scale=1.0, margin=2, lambda_base=0.0, lambda_min=0.0)
+    # θ = 120°, k = 1: ψ = -cos(240°) - 2 = -1.5
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(-1.5), atol=1e-5)
+
+
+def test_sphereface_lambda_blend_and_anneal():
+    head, f, y = make(SphereFace, scale=1.0, margin=2, lambda_base=1.0, lambda_min=0.5, gamma=1.0)
+    # step 0: λ = 1 -> (1 * 0.5 + (-0.5)) / 2 = 0
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(0.0), atol=1e-5)
+    # after one training forward: λ = max(0.5, 1 / (1 + 1)) = 0.5 -> (0.25 - 0.5) / 1.5
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(-0.1666667), atol=1e-5)
+    assert int(head.step) == 2 and "step" in head.state_dict()
+
+
+def test_combined_margin():
+    head, f, y = make(CombinedMargin, scale=1.0, m1=2.0, m2=0.1, m3=0.2)
+    # cos(2 * 60° + 0.1 rad) - 0.2 = cos(2.1943951) - 0.2 = -0.5839604 - 0.2
+    assert torch.allclose(head(f, y)[0, 0], torch.tensor(-0.7839604), atol=1e-5)
+    # m1=1, m2=0, m3=0.35 is CosFace
+    a, f, y = make(CombinedMargin, scale=2.0, m1=1.0, m2=0.0, m3=0.35)
+    b, _, _ = make(CosFace, scale=2.0, margin=0.35)
+    assert torch.allclose(a(f, y), b(f, y), atol=1e-6)
+
+
+def test_softmax_is_plain_fc():
+    head = Softmax(embedding_size=2, num_classes=2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, -1.0]]))
+        head.bias.copy_(torch.tensor([0.5, -0.5]))
+    out = head(torch.tensor([[3.0, 1.0]]), torch.tensor([0]))
+    assert torch.allclose(out, torch.tensor([[5.5, -1.5]]))
+
+
+def test_external_prototypes_and_targets_are_columns():
+    head = CosFace(embedding_size=2, num_classes=0, scale=1.0, margin=0.5)
+    protos = torch.tensor([[0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    out = head(torch.tensor([[2.0, 0.0]]), torch.tensor([1]), prototypes=protos)
+    assert torch.allclose(out, torch.tensor([[0.0, 0.5, -1.0]]), atol=1e-6)
+    with pytest.raises(ValueError, match="prototypes="):
+        head(torch.tensor([[2.0, 0.0]]), torch.tensor([1]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cls,kw", [(NormFace, {}), (CosFace, {}), (ArcFace, {}), (SphereFace, {"margin": 4}),
+                                    (CombinedMargin, {"m1": 1.2, "m2": 0.3, "m3": 0.1})])
+def test_no_nan_at_cos_plus_minus_one(cls, kw, dtype):
+    head = cls(embedding_size=3, num_classes=3, **kw)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0]]))
+    # target prototype identical (cos = 1) and opposite (cos = -1).
+    feats = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [-1.0, 0, 0]], dtype=dtype, requires_grad=True)
+    logits = head(feats, torch.tensor([0, 1, 1]))
+    assert logits.dtype == torch.float32
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1]))
+    loss.backward()
+    assert torch.isfinite(logits).all() and torch.isfinite(feats.grad).all()
+    assert torch.isfinite(head.weight.grad).all()
+
+
+def test_margin_decreases_target_logit_monotonically():
+    thetas = torch.linspace(0, math.pi, 181)
+    feats = torch.stack([torch.cos(thetas), torch.sin(thetas)], 1)
+    for cls, kw in [(ArcFace, {"margin": 0.5}), (SphereFace, {"margin": 4, "lambda_base": 0.0, "lambda_min": 0.0}),
+                    (CombinedMargin, {"m1": 1.5, "m2": 0.3, "m3": 0.1})]:
+        head = cls(embedding_size=2, num_classes=1, scale=1.0, **kw)
+        with torch.no_grad():
+            head.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        head.eval()
+        target = head(feats, torch.zeros(181, dtype=torch.long))[:, 0]
+        assert (target[1:] <= target[:-1] + 1e-5).all(), cls.__name__
