@@ -22,7 +22,9 @@ def run_cli(args: list[str], tmp_path: Path, timeout: int = 240, module: str = "
     """Run a facelearn entry point in a subprocess (outputs under tmp_path) and fail with its output on error."""
     full_env = dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache"), WANDB_MODE="offline",
                     WANDB_SILENT="true", PYTHONWARNINGS="ignore::FutureWarning", **(env or {}))
-    cmd = [sys.executable, "-m", module, f"paths.log_dir={tmp_path / 'logs'}", *args]
+    flags = [a for a in args if a.startswith("-")]
+    cmd = [sys.executable, "-m", module, *flags, f"paths.log_dir={tmp_path / 'logs'}",
+           *[a for a in args if not a.startswith("-")]]
     proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\n"

@@ -51,6 +51,18 @@ class EmbeddingCollector(Metric):
         return out
 
 
+def sync_buffers(module: torch.nn.Module, world_size: int) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each *training* forward, so after the last step every rank still holds
+    the statistics of its own last batch. Evaluating with those would make each rank's shard use different
+    weights; rank 0's are the ones the checkpoint stores.
+    """
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        for buf in module.buffers():
+            torch.distributed.broadcast(buf.data, src=0)
+
+
 def embed_images(module: Any, images: np.ndarray, batch_size: int = 256, rank: int = 0,
                  world_size: int = 1) -> torch.Tensor:
     """All-rank embeddings of ``images`` (uint8 N,3,S,S) in order; each rank embeds ``rank::world_size``."""
@@ -126,6 +138,7 @@ class BenchmarkCallback(pl.Callback):
 
     def run(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
         sets: dict[str, PairSet] = getattr(trainer.datamodule, "benchmark_sets", {})
+        sync_buffers(pl_module, trainer.world_size)
         results = {}
         for scorer in self.scorers.values():
             scorer.fit(pl_module, trainer.datamodule)

@@ -1,0 +1,3 @@
+from facelearn.train import main
+
+main()

@@ -1,0 +1,149 @@
+"""The LightningDataModule: training images (source -> exclusion -> split -> decoded uint8) and benchmark sets."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from facelearn.data.images import FaceCrop
+from facelearn.data.pairs import PairSet
+from facelearn.data.splits import check_disjoint, exclude_identities
+from facelearn.data.transforms import BatchAugment
+
+log = logging.getLogger(__name__)
+
+
+class FaceImageDataset(Dataset):
+    """Decoded uint8 images with contiguous integer labels; items are ``(image uint8 (3, S, S), label)``."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.class_names = class_names
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Distinct, reproducible numpy/random streams per worker, derived from torch's per-worker seed.
+    import random
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Training data and benchmark pair sets.
+
+    Args:
+        train: a source with ``load(image_size) -> FaceRecords`` (IdentityFolder, ImageList, SyntheticFaces).
+        split: callable records -> records (``Shallow``, ``Deep``).
+        benchmarks: name -> pair-set spec with ``load(image_size, cache_dir)`` and ``identities()``.
+        image_size: side of the square crops fed to the backbone.
+        exclude_benchmark_identities: drop training identities that appear in a benchmark; either way a hard check
+            then proves train and benchmark identities are disjoint.
+        sampler: optional ``partial`` building a batch sampler from ``(labels, batch_size, seed)``; default shuffles.
+    """
+
+    def __init__(self, train: Any, split: Any, benchmarks: dict[str, Any] | None = None, image_size: int = 112,
+                 batch_size: int = 128, num_workers: int = 0, cache_dir: str | None = None,
+                 exclude_benchmark_identities: bool = True, augment: BatchAugment | None = None,
+                 sampler: Any = None, seed: int = 0) -> None:
+        super().__init__()
+        self.train_source, self.split = train, split
+        self.benchmark_specs = dict(benchmarks or {})
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.cache_dir = cache_dir
+        self.exclude = exclude_benchmark_identities
+        self.augment = augment or BatchAugment()
+        self.sampler_factory = sampler
+        self.seed = seed
+        self.train_dataset: FaceImageDataset | None = None
+        self.benchmark_sets: dict[str, PairSet] = {}
+
+    # Loading happens on every rank (decoded arrays are cached on disk, so only the first run decodes).
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self._setup_train()
+        if not self.benchmark_sets:
+            for name, spec in self.benchmark_specs.items():
+                self.benchmark_sets[name] = spec.load(self.image_size, self.cache_dir)
+                self.benchmark_sets[name].name = name
+                log.info("benchmark %s: %d pairs over %d images", name, len(self.benchmark_sets[name].pairs),
+                         len(self.benchmark_sets[name].images))
+
+    def _setup_train(self) -> None:
+        records = self.train_source.load(self.image_size)
+        bench_ids: dict[str, set[str]] = {}
+        for name, spec in self.benchmark_specs.items():
+            ids = spec.identities()
+            if ids is not None:
+                bench_ids[name] = ids
+            else:
+                log.warning("benchmark %s has no identity names (e.g. a .bin): identity overlap cannot be checked",
+                            name)
+        if self.exclude and bench_ids:
+            records = exclude_identities(records, set().union(*bench_ids.values()))
+        records = self.split(records)
+        for name, ids in bench_ids.items():
+            check_disjoint(records.identity_set, ids, name)
+        crop = FaceCrop(self.image_size, records.meta.get("center_crop"))
+        images = records.decode(crop, self.cache_dir)
+        class_names, labels = np.unique(records.identities.astype(str), return_inverse=True)
+        self.train_dataset = FaceImageDataset(images, labels, class_names.tolist())
+        self.split_stats = dict(getattr(self.split, "stats", {}))
+        log.info("training data: %d images of %d identities at %dpx", len(labels), len(class_names), self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        if self.train_dataset is None:
+            raise RuntimeError("call datamodule.setup('fit') before asking for num_classes")
+        return self.train_dataset.num_classes
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset
+        if len(ds) < self.batch_size:
+            raise ValueError(f"data.batch_size={self.batch_size} exceeds the {len(ds)} training images")
+        common = dict(num_workers=self.num_workers, worker_init_fn=_seed_worker,
+                      persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        if self.sampler_factory is not None:
+            world, rank = self._world()
+            batch_sampler = self.sampler_factory(labels=ds.labels.numpy(), batch_size=self.batch_size,
+                                                 seed=self.seed, num_replicas=world, rank=rank)
+            return DataLoader(ds, batch_sampler=batch_sampler, **common)
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=gen, **common)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        return 1, 0
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            images, *rest = batch
+            return (self.augment(images), *rest)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes if self.train_dataset is not None else None}
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("FACELEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "facelearn"))

@@ -1,0 +1,227 @@
+"""Verification pair sets: LFW-style pairs files over an image folder, insightface ``.bin`` files, synthetic pairs.
+
+A ``PairSet`` holds each distinct image once (uint8), the pairs as index pairs into them, the same/different
+flags, the fold of every pair, and (when known) the identity names, used to prove that no benchmark identity was
+seen in training.
+
+Folds (the 10-fold protocol): a ``pairs.txt`` with a ``10 300`` header defines its folds (fold k = its k-th block
+of 300 matched + 300 mismatched pairs). A View-1 file (header ``N``: N matched then N mismatched pairs) has no
+folds; we form 10 folds of contiguous blocks *within* the matched and the mismatched half, so every fold holds
+both classes like View 2's. A ``.bin`` file follows insightface: 10 contiguous blocks of its pair list.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facelearn.data.images import FaceCrop, crop_resize, decode_images
+from facelearn.data.synthetic import SyntheticFaces
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairSet:
+    name: str
+    images: np.ndarray          # uint8 (M, 3, S, S)
+    pairs: np.ndarray           # int64 (P, 2) indices into images
+    issame: np.ndarray          # bool (P,)
+    folds: np.ndarray           # int64 (P,) fold id of every pair
+    identities: set[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
+            raise ValueError(f"benchmark {self.name}: pairs must be (P, 2), got {self.pairs.shape}")
+        if not (len(self.pairs) == len(self.issame) == len(self.folds)):
+            raise ValueError(f"benchmark {self.name}: pairs/issame/folds lengths differ")
+        if len(self.pairs) and (self.pairs.min() < 0 or self.pairs.max() >= len(self.images)):
+            raise ValueError(f"benchmark {self.name}: pair index out of range of {len(self.images)} images")
+
+
+def contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
+    """Fold id of each of n items split into n_folds contiguous blocks (sklearn KFold without shuffling)."""
+    sizes = np.full(n_folds, n // n_folds)
+    sizes[: n % n_folds] += 1
+    return np.repeat(np.arange(n_folds), sizes)
+
+
+def parse_pairs_file(path: str) -> tuple[list[tuple[str, int, str, int]], np.ndarray, np.ndarray]:
+    """Parse an LFW pairs file; returns ``[(name1, i1, name2, i2)]``, issame and fold arrays.
+
+    Formats: header ``folds n`` (View 2: ``folds`` blocks of n matched + n mismatched) or ``n`` (View 1: n matched
+    then n mismatched). Matched lines: ``name i j``; mismatched: ``name1 i name2 j``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pairs file not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        lines = [(n, line.split()) for n, line in enumerate(fh, 1) if line.strip()]
+    if not lines:
+        raise ValueError(f"{path}: empty pairs file (expected a header line '10 300' or 'N')")
+    header_no, header = lines[0]
+    try:
+        counts = [int(v) for v in header]
+    except ValueError:
+        raise ValueError(f"{path}:{header_no}: expected a header of one or two integers, got {' '.join(header)!r}")
+    if len(counts) == 1:
+        n_folds, per = 1, counts[0]
+    elif len(counts) == 2:
+        n_folds, per = counts
+    else:
+        raise ValueError(f"{path}:{header_no}: expected a header 'folds n' or 'n', got {' '.join(header)!r}")
+    body = lines[1:]
+    if len(body) != 2 * n_folds * per:
+        raise ValueError(f"{path}: header announces {2 * n_folds * per} pairs, the file has {len(body)}")
+    pairs, issame, folds = [], [], []
+    for k, (lineno, f) in enumerate(body):
+        fold, pos = divmod(k, 2 * per)
+        matched = pos < per
+        try:
+            if matched and len(f) == 3:
+                pairs.append((f[0], int(f[1]), f[0], int(f[2])))
+            elif not matched and len(f) == 4:
+                pairs.append((f[0], int(f[1]), f[2], int(f[3])))
+            else:
+                raise ValueError
+        except ValueError:
+            want = "'name i j' (matched)" if matched else "'name1 i name2 j' (mismatched)"
+            raise ValueError(f"{path}:{lineno}: expected {want}, got {' '.join(f)!r}") from None
+        issame.append(matched)
+        folds.append(fold)
+    issame_a, folds_a = np.array(issame, dtype=bool), np.array(folds, dtype=np.int64)
+    if n_folds == 1:  # View 1: 10 contiguous folds within each half
+        folds_a = np.concatenate([contiguous_folds(per), contiguous_folds(per)])
+    return pairs, issame_a, folds_a
+
+
+class LFWPairs:
+    """Pairs from an LFW-style pairs file over ``image_root/<name>/<name>_<i:04d>.<ext>``."""
+
+    def __init__(self, pairs_file: str, image_root: str, center_crop: int | None = None, name: str | None = None,
+                 extension: str = "jpg") -> None:
+        self.pairs_file, self.image_root, self.center_crop = str(pairs_file), str(image_root), center_crop
+        self.name = name or os.path.splitext(os.path.basename(self.pairs_file))[0]
+        self.extension = extension
+
+    def image_path(self, name: str, index: int) -> str:
+        return os.path.join(self.image_root, name, f"{name}_{index:04d}.{self.extension}")
+
+    def identities(self) -> set[str]:
+        pairs, _, _ = parse_pairs_file(self.pairs_file)
+        return {p[0] for p in pairs} | {p[2] for p in pairs}
+
+    def load(self, image_size: int, cache_dir: str | None = None) -> PairSet:
+        pairs, issame, folds = parse_pairs_file(self.pairs_file)
+        keys: dict[tuple[str, int], int] = {}
+        index = np.empty((len(pairs), 2), dtype=np.int64)
+        with open(self.pairs_file, encoding="utf-8") as fh:
+            linenos = [n for n, line in enumerate(fh, 1) if line.strip()][1:]
+        for row, (n1, i1, n2, i2) in enumerate(pairs):
+            for col, key in enumerate(((n1, i1), (n2, i2))):
+                if key not in keys:
+                    path = self.image_path(*key)
+                    if not os.path.isfile(path):
+                        raise FileNotFoundError(f"{self.pairs_file}:{linenos[row]}: image {path} does not exist")
+                    keys[key] = len(keys)
+                index[row, col] = keys[key]
+        paths = [self.image_path(*k) for k in keys]
+        images = decode_images(paths, FaceCrop(image_size, self.center_crop), cache_dir)
+        names = {k[0] for k in keys}
+        return PairSet(self.name, images, index, issame, folds, names)
+
+
+def load_bin_pairs(path: str, image_size: int, name: str | None = None) -> PairSet:
+    """An insightface verification ``.bin``: a pickle of ``(bins, issame_list)``, ``bins`` the encoded images of
+    consecutive pairs. **Unpickling runs code from the file: load only ``.bin`` files from a source you trust.**
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"benchmark .bin not found: {path}")
+    with open(path, "rb") as fh:
+        try:
+            bins, issame = pickle.load(fh, encoding="bytes")
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+            raise ValueError(f"{path}: not an insightface .bin (pickled (bins, issame_list)): {e}") from e
+    if len(bins) != 2 * len(issame):
+        raise ValueError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
+    crop = FaceCrop(image_size)
+    images = np.empty((len(bins), 3, image_size, image_size), dtype=np.uint8)
+    for i, b in enumerate(bins):
+        try:
+            with Image.open(io.BytesIO(bytes(b))) as im:
+                im.load()
+                images[i] = crop_resize(im.convert("RGB"), crop)
+        except OSError as e:
+            raise ValueError(f"{path}: image {i} (pair {i // 2}) cannot be decoded: {e}") from e
+    n = len(issame)
+    pairs = np.arange(2 * n, dtype=np.int64).reshape(n, 2)
+    return PairSet(name or os.path.splitext(os.path.basename(path))[0], images, pairs,
+                   np.asarray(issame, dtype=bool), contiguous_folds(n), None)
+
+
+class BinPairs:
+    """Config wrapper for ``load_bin_pairs`` (see its warning about untrusted files)."""
+
+    def __init__(self, path: str, name: str | None = None) -> None:
+        self.path, self.name = str(path), name or os.path.splitext(os.path.basename(str(path)))[0]
+
+    def identities(self) -> set[str] | None:
+        return None
+
+    def load(self, image_size: int, cache_dir: str | None = None) -> PairSet:
+        return load_bin_pairs(self.path, image_size, self.name)
+
+
+class SyntheticPairs:
+    """A held-out synthetic verification set: its own identities (its own seed), ``num_pairs`` matched and as many
+    mismatched pairs, ``hard_fraction`` of the mismatched ones between look-alike members of one family."""
+
+    def __init__(self, num_identities: int = 300, images_per_identity: int = 4, num_pairs: int = 1000,
+                 hard_fraction: float = 0.5, seed: int = 1000, name: str = "synthetic", **faces_kw) -> None:
+        self.faces = SyntheticFaces(num_identities=num_identities, images_per_identity=images_per_identity,
+                                    seed=seed, name=name, **faces_kw)
+        if images_per_identity < 2:
+            raise ValueError("synthetic benchmark needs images_per_identity >= 2 for matched pairs")
+        self.num_pairs, self.hard_fraction, self.seed, self.name = num_pairs, hard_fraction, seed, name
+
+    def identities(self) -> set[str]:
+        return set(self.faces.identity_names())
+
+    def load(self, image_size: int, cache_dir: str | None = None) -> PairSet:
+        rec = self.faces.load(image_size)
+        k, n_id = self.faces.range[0], self.faces.num_identities
+        rng = np.random.default_rng(self.seed)
+        ident = rng.integers(0, n_id, self.num_pairs)
+        a, b = np.array([rng.choice(k, 2, replace=False) for _ in range(self.num_pairs)]).T
+        pos = np.stack([ident * k + a, ident * k + b], 1)
+        fam = self.faces.family_size
+        neg = []
+        for j in range(self.num_pairs):
+            i1 = int(rng.integers(n_id))
+            if j < self.hard_fraction * self.num_pairs and fam > 1:
+                base = (i1 // fam) * fam
+                members = [m for m in range(base, min(base + fam, n_id)) if m != i1]
+                i2 = int(rng.choice(members)) if members else (i1 + 1) % n_id
+            else:
+                i2 = int(rng.integers(n_id - 1))
+                i2 += i2 >= i1
+            neg.append((i1 * k + rng.integers(k), i2 * k + rng.integers(k)))
+        neg = np.array(neg, dtype=np.int64)
+        rng.shuffle(neg)
+        pairs = np.concatenate([pos, neg]).astype(np.int64)
+        issame = np.r_[np.ones(self.num_pairs, bool), np.zeros(self.num_pairs, bool)]
+        folds = np.concatenate([contiguous_folds(self.num_pairs), contiguous_folds(self.num_pairs)])
+        return PairSet(self.name, rec.images, pairs, issame, folds, rec.identity_set)
+
+
+def pair_set_from_tensors(name: str, images: torch.Tensor, issame: list[bool]) -> PairSet:
+    """Helper for tests/tools: consecutive images form pairs (the ``.bin`` layout)."""
+    n = len(issame)
+    return PairSet(name, images.numpy(), np.arange(2 * n).reshape(n, 2), np.asarray(issame, bool),
+                   contiguous_folds(n), None)

@@ -1,0 +1,88 @@
+"""Training splits: shallow (exactly k images per identity), deep (all), and benchmark-identity exclusion."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from facelearn.data.records import FaceRecords
+
+log = logging.getLogger(__name__)
+
+
+def _groups(identities: np.ndarray) -> dict[str, np.ndarray]:
+    names, inverse = np.unique(identities.astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]
+    return {n: idx for n, idx in zip(names.tolist(), np.split(order, bounds))}
+
+
+class Shallow:
+    """Exactly ``images_per_identity`` images of every identity that has at least that many (shallow face data).
+
+    Identities with fewer are dropped and counted; the images kept are chosen with ``seed``, so runs agree.
+    """
+
+    def __init__(self, images_per_identity: int = 2, seed: int = 0) -> None:
+        if images_per_identity < 1:
+            raise ValueError(f"split.images_per_identity must be >= 1, got {images_per_identity}")
+        self.k = images_per_identity
+        self.seed = seed
+
+    def __call__(self, records: FaceRecords) -> FaceRecords:
+        rng = np.random.default_rng(self.seed)
+        keep, dropped = [], 0
+        for _, idx in sorted(_groups(records.identities).items()):
+            if len(idx) < self.k:
+                dropped += 1
+                continue
+            keep.append(np.sort(rng.choice(idx, self.k, replace=False)))
+        if not keep:
+            raise ValueError(f"{records.source}: no identity has {self.k} images (shallow split)")
+        out = records.subset(np.concatenate(keep))
+        self.stats = {"identities": len(keep), "images": len(out), "dropped_identities": dropped}
+        log.info("shallow split (k=%d) of %s: kept %d identities / %d images, dropped %d identities with < %d images",
+                 self.k, records.source, len(keep), len(out), dropped, self.k)
+        return out
+
+
+class Deep:
+    """All images of every identity with at least ``min_images_per_identity`` images."""
+
+    def __init__(self, min_images_per_identity: int = 1) -> None:
+        self.min_images = min_images_per_identity
+
+    def __call__(self, records: FaceRecords) -> FaceRecords:
+        keep, dropped = [], 0
+        for _, idx in sorted(_groups(records.identities).items()):
+            if len(idx) < self.min_images:
+                dropped += 1
+            else:
+                keep.append(idx)
+        if not keep:
+            raise ValueError(f"{records.source}: no identity has >= {self.min_images} images (deep split)")
+        out = records.subset(np.concatenate(keep))
+        self.stats = {"identities": len(keep), "images": len(out), "dropped_identities": dropped}
+        log.info("deep split of %s: %d identities / %d images (dropped %d with < %d images)",
+                 records.source, len(keep), len(out), dropped, self.min_images)
+        return out
+
+
+def exclude_identities(records: FaceRecords, excluded: set[str], what: str = "benchmark") -> FaceRecords:
+    """Drop every sample whose identity is in ``excluded`` (e.g. everyone named in a pairs file)."""
+    mask = np.array([i not in excluded for i in records.identities.tolist()], dtype=bool)
+    removed = records.identity_set & excluded
+    log.info("excluded %d %s identities (%d images) from training data %s",
+             len(removed), what, int((~mask).sum()), records.source)
+    if mask.sum() == 0:
+        raise ValueError(f"excluding {what} identities leaves no training data in {records.source}")
+    return records.subset(np.flatnonzero(mask))
+
+
+def check_disjoint(train: set[str], test: set[str], test_name: str) -> None:
+    """Hard check: a training identity that also appears in a benchmark invalidates the result."""
+    overlap = train & test
+    if overlap:
+        raise ValueError(f"{len(overlap)} identities are in both the training data and benchmark {test_name!r}, "
+                         f"e.g. {sorted(overlap)[:5]}: set data.exclude_benchmark_identities=true or fix the split")

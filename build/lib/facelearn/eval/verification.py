@@ -1,0 +1,100 @@
+"""Verification metrics from pair scores: 10-fold accuracy (insightface protocol), ROC AUC and TAR@FAR.
+
+Scores are similarities (higher = more likely the same person): cosine by default, IDA scores when configured.
+
+* **k-fold accuracy**: for every fold, the threshold is the one that maximises accuracy on the *other* folds (all
+  midpoints between consecutive distinct scores are candidates, so the best threshold is found exactly rather than
+  on insightface's 0.01 distance grid); the fold's accuracy is measured at that threshold. Reported as mean ± std
+  (population std, like numpy/insightface) over folds, plus the mean best threshold.
+* **TAR@FAR**: from the ROC of all pairs; the threshold is the smallest score that accepts at most FAR of the
+  negatives. A FAR needs at least ``1 / FAR`` negative pairs to be resolved; below that it is reported as n/a (NaN)
+  rather than a number the data cannot support.
+* **AUC**: area under the ROC (ties handled as half, i.e. the Mann-Whitney statistic).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
+
+
+def _best_threshold(scores: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
+    """Threshold maximising accuracy of ``score >= t``; returns (threshold, accuracy)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], issame[order]
+    n_pos = y.sum()
+    # Accepting the top j pairs (j = 0..n): TP = cumsum(y), TN = (#neg) - (j - TP).
+    tp = np.r_[0, np.cumsum(y)]
+    j = np.arange(len(s) + 1)
+    correct = tp + (len(s) - n_pos) - (j - tp)
+    # Only cut between distinct scores (a threshold cannot separate tied pairs).
+    valid = np.r_[True, s[1:] != s[:-1], True] if len(s) else np.array([True])
+    correct = np.where(valid, correct, -1)
+    best = int(np.argmax(correct))
+    if best == 0:
+        t = s[0] + 1e-6 if len(s) else 0.0
+    elif best == len(s):
+        t = s[-1] - 1e-6
+    else:
+        t = 0.5 * (s[best - 1] + s[best])
+    return float(t), float(correct[best]) / max(len(s), 1)
+
+
+def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray) -> dict[str, float]:
+    scores, issame, folds = np.asarray(scores, np.float64), np.asarray(issame, bool), np.asarray(folds)
+    accs, thresholds = [], []
+    for f in np.unique(folds):
+        test = folds == f
+        t, _ = _best_threshold(scores[~test], issame[~test])
+        accs.append(float(((scores[test] >= t) == issame[test]).mean()))
+        thresholds.append(t)
+    return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+            "threshold": float(np.mean(thresholds))}
+
+
+def roc_auc(scores: np.ndarray, issame: np.ndarray) -> float:
+    scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
+    n_pos, n_neg = issame.sum(), (~issame).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _average_ranks(scores)
+    return float((ranks[issame].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1
+        i = j + 1
+    return ranks
+
+
+def tar_at_far(scores: np.ndarray, issame: np.ndarray, far: float) -> float:
+    """True accept rate at the threshold accepting at most ``far`` of the negatives; NaN when unsupported."""
+    scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
+    neg = np.sort(scores[~issame])[::-1]
+    pos = scores[issame]
+    if len(pos) == 0 or len(neg) * far < 1:
+        return float("nan")
+    k = int(math.floor(len(neg) * far + 1e-9))  # negatives we may accept
+    # Accept s > neg[k] (strictly above the (k+1)-th highest negative): at most k negatives pass.
+    threshold = neg[k] if k < len(neg) else -np.inf
+    return float((pos > threshold).mean())
+
+
+def verification_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray,
+                         fars: tuple[float, ...] = DEFAULT_FARS) -> dict[str, float]:
+    out = kfold_accuracy(scores, issame, folds)
+    out["auc"] = roc_auc(scores, issame)
+    for far in fars:
+        out[f"tar@far={far:g}"] = tar_at_far(scores, issame, far)
+    return out

@@ -1,0 +1,71 @@
+"""Evaluation entry point: ``python -m facelearn.evaluate ckpt_path=PATH [benchmark=NAME] [overrides]``.
+
+Rebuilds the model of any regime from the config stored in the checkpoint, embeds every benchmark image once and
+reports the verification metrics (table on stdout, JSON in the run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from facelearn.build import build_module
+from facelearn.eval.benchmark import evaluate_pair_set, format_table
+
+log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+
+
+def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, DictConfig]:
+    """The LightningModule saved in a facelearn checkpoint, in eval mode, and the run's config."""
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"ckpt_path: checkpoint {ckpt_path} does not exist")
+    # Lightning checkpoints hold plain containers besides tensors; weights_only=False is needed for them.
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if "facelearn_config" not in ckpt or ckpt["facelearn_config"] is None:
+        raise ValueError(f"{ckpt_path} is not a facelearn checkpoint (no 'facelearn_config' entry)")
+    cfg = OmegaConf.create(ckpt["facelearn_config"])
+    module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
+    module.load_state_dict(ckpt["state_dict"])
+    return module.to(device).eval(), cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    module, run_cfg = load_checkpoint_module(cfg.ckpt_path, device)
+    bench_cfg = cfg.benchmark if cfg.get("benchmark") is not None else run_cfg.get("benchmark")
+    if not bench_cfg:
+        raise ValueError("no benchmarks: the checkpoint's config has none; choose one, e.g. benchmark=lfw_view1")
+    image_size = cfg.image_size or run_cfg.data.image_size
+    cache_dir = cfg.paths.cache_dir
+    results = {}
+    for name, spec_cfg in bench_cfg.items():
+        pair_set = instantiate(spec_cfg).load(image_size, cache_dir)
+        results[name] = evaluate_pair_set(module, pair_set, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
+    print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n", flush=True)
+    out = os.path.join(cfg.paths.output_dir, cfg.output_file)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump({"ckpt_path": cfg.ckpt_path,
+                   "metrics": {b: {k: (None if math.isnan(v) else v) for k, v in m.items()}
+                               for b, m in results.items()}}, fh, indent=2)
+    log.info("metrics written to %s", out)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Face backbones: insightface-layout IResNet, MobileFaceNet and a small CNN for CPU runs.
+
+All take ``(N, 3, H, W)`` images normalised to [-1, 1] and return un-normalised ``(N, embedding_size)`` features;
+the method normalises. H and W must be multiples of 16 (the four stride-2 stages); the final FC adapts to the input
+size, so 112x112 (the insightface default) and 64x64 (the CPU recipe) both work.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _check_size(image_size: int, stride: int) -> int:
+    if image_size % stride:
+        raise ValueError(f"backbone.image_size must be a multiple of {stride}, got {image_size}")
+    return image_size // stride
+
+
+class IBasicBlock(nn.Module):
+    """insightface's pre-activation-style basic block: BN-conv3x3-BN-PReLU-conv3x3(stride)-BN (+ shortcut)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes, eps=1e-5)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes, eps=1e-5)
+        self.prelu = nn.PReLU(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes, eps=1e-5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+class IResNet(nn.Module):
+    """IResNet (insightface arcface_torch layout): 4 stages of IBasicBlocks, BN-Dropout-FC-BN embedding."""
+
+    def __init__(self, layers: list[int], embedding_size: int = 512, image_size: int = 112,
+                 widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.0) -> None:
+        super().__init__()
+        side = _check_size(image_size, 16)
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0], eps=1e-5),
+                                  nn.PReLU(widths[0]))
+        blocks: list[nn.Module] = []
+        inplanes = widths[0]
+        for n, planes in zip(layers, widths):
+            for i in range(n):
+                blocks.append(IBasicBlock(inplanes, planes, stride=2 if i == 0 else 1))
+                inplanes = planes
+        self.body = nn.Sequential(*blocks)
+        self.bn2 = nn.BatchNorm2d(inplanes, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(inplanes * side * side, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        nn.init.constant_(self.features.weight, 1.0)
+        self.features.weight.requires_grad_(False)  # insightface freezes the embedding BN scale
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0, 0.1)
+        # Zero-init the last BN of each residual branch so each block starts as identity: stabler from scratch.
+        for m in self.body:
+            nn.init.zeros_(m.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn2(self.body(self.stem(x)))
+        return self.features(self.fc(self.dropout(torch.flatten(x, 1))))
+
+
+def iresnet18(**kw) -> IResNet:
+    return IResNet([2, 2, 2, 2], **kw)
+
+
+def iresnet34(**kw) -> IResNet:
+    return IResNet([3, 4, 6, 3], **kw)
+
+
+def iresnet50(**kw) -> IResNet:
+    return IResNet([3, 4, 14, 3], **kw)
+
+
+def iresnet100(**kw) -> IResNet:
+    return IResNet([3, 13, 30, 3], **kw)
+
+
+class _ConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int = 1, s: int = 1, p: int = 0, groups: int = 1,
+                 act: bool = True) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        if act:
+            layers.append(nn.PReLU(cout))
+        super().__init__(*layers)
+
+
+class _DepthWise(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, groups: int, residual: bool) -> None:
+        super().__init__()
+        self.residual = residual
+        self.layers = nn.Sequential(_ConvBN(cin, groups), _ConvBN(groups, groups, 3, stride, 1, groups=groups),
+                                    _ConvBN(groups, cout, act=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        return x + out if self.residual else out
+
+
+class MobileFaceNet(nn.Module):
+    """MobileFaceNet (Chen et al. 2018): depthwise bottlenecks, global depthwise conv, linear embedding.
+
+    The stride-2 stages total 16, so a 112 input ends at 7x7 like the paper; the global depthwise conv kernel
+    follows the input size.
+    """
+
+    def __init__(self, embedding_size: int = 512, image_size: int = 112, width: int = 64) -> None:
+        super().__init__()
+        side = _check_size(image_size, 16)
+        w = width
+
+        def stage(n: int, cin: int, cout: int, groups: int) -> nn.Sequential:
+            return nn.Sequential(*[_DepthWise(cin, cout, 1, groups, residual=True) for _ in range(n)])
+
+        self.body = nn.Sequential(
+            _ConvBN(3, w, 3, 2, 1),
+            _ConvBN(w, w, 3, 1, 1, groups=w),
+            _DepthWise(w, w, 2, 2 * w, residual=False), stage(4, w, w, 2 * w),
+            _DepthWise(w, 2 * w, 2, 4 * w, residual=False), stage(6, 2 * w, 2 * w, 4 * w),
+            _DepthWise(2 * w, 2 * w, 2, 8 * w, residual=False), stage(2, 2 * w, 2 * w, 4 * w),
+            _ConvBN(2 * w, 8 * w),
+        )
+        self.gdc = _ConvBN(8 * w, 8 * w, side, 1, 0, groups=8 * w, act=False)
+        self.fc = nn.Linear(8 * w, embedding_size, bias=False)
+        self.features = nn.BatchNorm1d(embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gdc(self.body(x))
+        return self.features(self.fc(torch.flatten(x, 1)))
+
+
+class SmallFaceNet(nn.Module):
+    """A small fast CNN for CPU tests and CPU-sized real-data runs (a few hundred k parameters).
+
+    Four stages of (conv3x3-BN-PReLU) x ``depth`` with a stride-2 conv opening each stage, then BN-FC-BN like
+    IResNet's embedding head.
+    """
+
+    def __init__(self, embedding_size: int = 128, image_size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depth: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        side = _check_size(image_size, 16)
+        layers: list[nn.Module] = []
+        cin = 3
+        for w in widths:
+            layers.append(_ConvBN(cin, w, 3, 2, 1))
+            layers += [_ConvBN(w, w, 3, 1, 1) for _ in range(depth)]
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin * side * side, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.body(x))
+        return self.features(self.fc(self.dropout(torch.flatten(x, 1))))

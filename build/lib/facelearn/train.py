@@ -1,0 +1,57 @@
+"""Training entry point: ``python -m facelearn.train [+experiment=NAME] [overrides]``.
+
+One script for every regime: the ``method`` config group picks the LightningModule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+
+import hydra
+import lightning.pytorch as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from facelearn.build import build_list, build_module
+
+log = logging.getLogger(__name__)
+
+# Known deprecation noise of torch 2.13 + Lightning 2.6 (see STACK-NOTES); nothing the user can act on.
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, _recursive_=True)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.num_classes)
+    callbacks = build_list(cfg.get("callbacks"))
+    loggers = build_list(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.is_global_zero:
+        os.makedirs(cfg.paths.output_dir, exist_ok=True)
+        OmegaConf.save(cfg, os.path.join(cfg.paths.output_dir, "config.yaml"), resolve=True)
+        stats = getattr(datamodule, "split_stats", {})
+        log.info("training %s on %d classes (%s)", type(module).__name__, datamodule.num_classes, stats)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    bench = next((c for c in callbacks if hasattr(c, "last_results")), None)
+    if bench is not None:
+        metrics.update(bench.flatten(bench.last_results))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    value = metrics.get(cfg.get("monitor") or "")
+    # Multirun sweepers (e.g. Optuna) read the returned value.
+    return None if value is None or math.isnan(value) else value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""End-to-end runs of the CLI in subprocesses on tiny synthetic data."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, run_cli
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    proc = run_cli(["+experiment=conventional_shallow", *TINY], tmp)
+    run_dir = only((tmp / "logs" / "conventional_shallow" / "runs").iterdir())
+    return tmp, run_dir, proc
+
+
+def test_train_writes_metrics_table_and_checkpoints(trained):
+    tmp, run_dir, proc = trained
+    metrics = json.loads((run_dir / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
+    # 2 x 200 held-out pairs, half the negatives look-alikes: a trained embedding is well above chance.
+    assert metrics["accuracy"] > 0.6, metrics
+    assert 0 <= metrics["accuracy_std"] < 0.2 and metrics["auc"] > 0.6
+    assert metrics["tar@far=0.0001"] is None  # 200 negatives cannot resolve 1e-4: n/a
+    assert "Benchmarks after 3 epochs" in proc.stdout and "| synthetic" in proc.stdout
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1  # best by bench/synthetic/accuracy
+    csv = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for col in ["train/loss_epoch", "train/acc_epoch", "train/lr", "train/images_per_sec",
+                "bench/synthetic/accuracy", "bench/synthetic/tar@far=0.01"]:
+        assert col in csv, col
+    assert "images/s" in proc.stdout + proc.stderr
+
+
+def test_evaluate_cli_matches_training_metrics(trained, tmp_path):
+    _, run_dir, _ = trained
+    proc = run_cli([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path, module="facelearn.evaluate")
+    out = json.loads(only((tmp_path / "logs" / "evaluate" / "runs").glob("*/evaluation.json")).read_text())
+    train = json.loads((run_dir / "benchmark_metrics.json").read_text())["metrics"]
+    for k, v in train["synthetic"].items():
+        if v is not None:
+            assert out["metrics"]["synthetic"][k] == pytest.approx(v, abs=1e-6), k
+    assert "| synthetic" in proc.stdout
+
+
+def test_evaluate_rejects_non_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    bogus = tmp_path / "x.ckpt"
+    bogus.write_text("nope")
+    proc = subprocess.run([sys.executable, "-m", "facelearn.evaluate", f"ckpt_path={tmp_path / 'missing.ckpt'}",
+                           f"paths.log_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "missing.ckpt does not exist" in proc.stderr
+
+
+def test_multirun_two_heads(tmp_path):
+    run_cli(["-m", "+experiment=conventional_shallow", "head=arcface,cosface", *TINY, "trainer.max_epochs=1"],
+            tmp_path)
+    sweep = only((tmp_path / "logs" / "conventional_shallow" / "multiruns").iterdir())
+    heads = set()
+    for job in ("0", "1"):
+        m = json.loads((sweep / job / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
+        assert math.isfinite(m["accuracy"])
+        heads.add((sweep / job / "config.yaml").read_text().split("head:")[1].split("_target_: ")[1].split()[0])
+    assert heads == {"facelearn.nn.heads.ArcFace", "facelearn.nn.heads.CosFace"}
+
+
+def test_help_and_cfg_job():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "facelearn" in out.stdout and "head: arcface" in out.stdout.replace(", ", "\n")\
+        or "arcface" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=conventional_lfw", "--cfg", "job"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "pairsDevTest.txt" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=no_such_experiment"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "conventional_shallow" in out.stderr  # Hydra lists the valid names
+
+
+def test_wandb_offline_run(tmp_path):
+    run_cli(["+experiment=conventional_shallow", "logger=wandb", *TINY, "trainer.max_epochs=1"], tmp_path,
+            env={"WANDB_API_KEY": ""})
+    run_dir = only((tmp_path / "logs" / "conventional_shallow" / "runs").iterdir())
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_ddp_two_processes_match_single_process_evaluation(tmp_path):
+    """2 CPU ranks (gloo) train; the gathered benchmark metrics equal evaluating last.ckpt on 1 process."""
+    run_cli(["+experiment=conventional_shallow", "trainer=ddp", "trainer.devices=2", *TINY,
+             "trainer.max_epochs=2", "data.batch_size=16"], tmp_path, timeout=300)
+    run_dir = only((tmp_path / "logs" / "conventional_shallow" / "runs").iterdir())
+    ddp = json.loads((run_dir / "benchmark_metrics.json").read_text())
+    csv = (run_dir / "csv" / "metrics.csv").read_text()
+    assert ddp["global_step"] > 0 and "bench/synthetic/accuracy" in csv
+    ev_dir = tmp_path / "eval"
+    run_cli([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], ev_dir, module="facelearn.evaluate")
+    single = json.loads(only((ev_dir / "logs" / "evaluate" / "runs").glob("*/evaluation.json")).read_text())
+    for k, v in ddp["metrics"]["synthetic"].items():
+        if v is not None:
+            assert single["metrics"]["synthetic"][k] == pytest.approx(v, abs=1e-5), k

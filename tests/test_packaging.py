@@ -1,0 +1,22 @@
+"""The configs ship inside the package: a non-editable install composes configs from outside the repo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_non_editable_install_finds_configs(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
+    env = dict(os.environ, PYTHONPATH=str(target))
+    out = subprocess.run([sys.executable, "-c", "import facelearn; print(facelearn.__file__)"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.startswith(str(target))
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=conventional_lfw", "--cfg", "job"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "facelearn.data.pairs.LFWPairs" in out.stdout
