@@ -17,8 +17,11 @@ def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
         "optimizer": instantiate(cfg.optimizer),
         "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     }
-    if cfg.get("head") is not None:
-        kwargs["head"] = instantiate(cfg.head, num_classes=num_classes)
+    if "head" in cfg:
+        kwargs["head"] = None if cfg.head is None else instantiate(cfg.head, num_classes=num_classes)
+    if cfg.get("loss"):
+        kwargs["losses"] = {name: (float(term.weight), instantiate(term.fn)) for name, term in cfg.loss.items()
+                            if term is not None}
     module = instantiate(cfg.method, **kwargs)
     module.config = OmegaConf.to_container(cfg, resolve=True)
     return module

@@ -31,7 +31,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule.num_classes)
     callbacks = build_list(cfg.get("callbacks"))
     loggers = build_list(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    extra = {}
+    if cfg.data.get("sampler") is not None:
+        # Our batch samplers shard batches across ranks themselves (disjoint, same count per rank).
+        extra["use_distributed_sampler"] = False
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     if trainer.is_global_zero:
         os.makedirs(cfg.paths.output_dir, exist_ok=True)
         OmegaConf.save(cfg, os.path.join(cfg.paths.output_dir, "config.yaml"), resolve=True)

@@ -1,0 +1,167 @@
+"""Identity-aware batch samplers: M-per-class (P identities x K images) and identity pairs (the unit of SST).
+
+Both are DDP-aware and resumable:
+
+* every rank builds the same *global* list of batches from ``seed`` and the epoch, then takes every
+  ``num_replicas``-th batch starting at its rank, truncated so every rank has the same number of batches;
+  ranks therefore get disjoint batches (no identity image is shared between ranks within an epoch's step);
+* the sampler's position (epoch, batches already consumed) is state: ``state_dict()`` / ``load_state_dict()``;
+  ``SamplerStateCallback`` stores it in Lightning checkpoints (counting *consumed* batches, which is exact even
+  when DataLoader workers prefetch ahead), so a resumed run continues with exactly the remaining batches.
+
+``batch_size`` is per rank (like a DataLoader's), so the global batch is ``batch_size x num_replicas``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+from torch.utils.data import Sampler
+
+
+def _by_class(labels: np.ndarray) -> list[np.ndarray]:
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.cumsum(np.bincount(labels, minlength=int(labels.max()) + 1))[:-1]
+    return np.split(order, bounds)
+
+
+class _ResumableBatchSampler(Sampler[list[int]]):
+    def __init__(self, batch_size: int, seed: int, num_replicas: int, rank: int) -> None:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"sampler: rank {rank} is not in [0, {num_replicas})")
+        self.batch_size, self.seed, self.num_replicas, self.rank = batch_size, seed, num_replicas, rank
+        self.epoch = 0
+        self.start = 0  # batches of the current epoch already consumed (set when resuming)
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def rank_batches(self, epoch: int) -> list[list[int]]:
+        batches = self.global_batches(epoch)
+        per_rank = len(batches) // self.num_replicas
+        return batches[self.rank::self.num_replicas][:per_rank]
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.start = epoch, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.rank_batches(self.epoch)
+        start, self.start = self.start, 0
+        yield from batches[start:]
+
+    def __len__(self) -> int:
+        return len(self.rank_batches(self.epoch)) - self.start
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "start": self.start, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"sampler state was saved with seed {state['seed']}, this run uses {self.seed}")
+        self.epoch, self.start = int(state["epoch"]), int(state["start"])
+
+
+class MPerClassBatchSampler(_ResumableBatchSampler):
+    """Batches of ``batch_size / images_per_class`` identities with ``images_per_class`` images each.
+
+    Each epoch visits every identity with at least ``images_per_class`` images once (identities with fewer images
+    sample with replacement when ``allow_repeats``, otherwise they are excluded; the count is in ``skipped``).
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, images_per_class: int = 4, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, allow_repeats: bool = True) -> None:
+        super().__init__(batch_size, seed, num_replicas, rank)
+        if images_per_class < 2:
+            raise ValueError(f"sampler.images_per_class must be >= 2 for pair losses, got {images_per_class}")
+        if batch_size % images_per_class:
+            raise ValueError(f"data.batch_size={batch_size} must be a multiple of "
+                             f"sampler.images_per_class={images_per_class}")
+        self.k, self.p = images_per_class, batch_size // images_per_class
+        groups = _by_class(labels)
+        min_images = 2 if allow_repeats else images_per_class
+        self.classes = [i for i, g in enumerate(groups) if len(g) >= min_images]
+        self.skipped = len(groups) - len(self.classes)
+        self.groups = groups
+        if len(self.classes) < self.p * num_replicas:
+            raise ValueError(f"M-per-class sampler: {len(self.classes)} usable identities cannot fill one global "
+                             f"batch of {self.p} identities x {num_replicas} ranks")
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        classes = rng.permutation(self.classes)
+        batches = []
+        for start in range(0, len(classes) - self.p + 1, self.p):
+            batch = []
+            for c in classes[start:start + self.p]:
+                g = self.groups[c]
+                batch += rng.choice(g, self.k, replace=len(g) < self.k).tolist()
+            batches.append(batch)
+        return batches
+
+
+class IdentityPairSampler(_ResumableBatchSampler):
+    """Each identity once per epoch with two distinct images: batches are ``[x1_0, x2_0, x1_1, x2_1, ...]``
+    (``batch_size / 2`` identities). On deep data the two images are drawn at random every epoch (SST
+    supplementary §1.1); identities with a single image are skipped (counted in ``skipped``)."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        super().__init__(batch_size, seed, num_replicas, rank)
+        if batch_size % 2:
+            raise ValueError(f"data.batch_size={batch_size} must be even for identity pairs")
+        self.p = batch_size // 2
+        self.groups = _by_class(labels)
+        self.classes = [i for i, g in enumerate(self.groups) if len(g) >= 2]
+        self.skipped = len(self.groups) - len(self.classes)
+        if len(self.classes) < self.p * num_replicas:
+            raise ValueError(f"identity-pair sampler: {len(self.classes)} identities with 2+ images cannot fill "
+                             f"one global batch of {self.p} identities x {num_replicas} ranks")
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        classes = rng.permutation(self.classes)
+        batches = []
+        for start in range(0, len(classes) - self.p + 1, self.p):
+            batch = []
+            for c in classes[start:start + self.p]:
+                batch += rng.choice(self.groups[c], 2, replace=False).tolist()
+            batches.append(batch)
+        return batches
+
+
+class SamplerStateCallback(pl.Callback):
+    """Saves the batch sampler's position (batches consumed this epoch) in checkpoints and restores it."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+        self._consumed = 0
+        self._epoch = 0
+
+    @staticmethod
+    def _sampler(trainer: pl.Trainer) -> _ResumableBatchSampler | None:
+        dl = trainer.train_dataloader
+        bs = getattr(dl, "batch_sampler", None) if dl is not None else None
+        return bs if isinstance(bs, _ResumableBatchSampler) else None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._epoch = trainer.current_epoch
+        self._consumed = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._consumed = batch_idx + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch, "start": self._consumed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = dict(state)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        sampler = self._sampler(trainer)
+        if sampler is not None and self._pending is not None:
+            sampler.load_state_dict({**self._pending, "seed": sampler.seed})
+        self._pending = None

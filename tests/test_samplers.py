@@ -1,0 +1,68 @@
+"""Batch sampler invariants: P x K shape, identity pairs, disjoint DDP ranks, seed determinism, resume."""
+
+import numpy as np
+import pytest
+
+from facelearn.data.samplers import IdentityPairSampler, MPerClassBatchSampler
+
+LABELS = np.repeat(np.arange(40), [2, 3, 5, 6] * 10)  # 40 identities with 2..6 images
+
+
+def test_m_per_class_shape_and_coverage():
+    s = MPerClassBatchSampler(LABELS, batch_size=16, images_per_class=4, seed=0)
+    batches = list(s)
+    assert len(batches) == len(s) == 40 // 4
+    for b in batches:
+        lab = LABELS[b]
+        assert len(b) == 16 and sorted(np.unique(lab, return_counts=True)[1]) == [4] * 4
+    seen = np.concatenate([np.unique(LABELS[b]) for b in batches])
+    assert len(seen) == len(set(seen)) == 40  # every identity once per epoch
+
+
+def test_identity_pairs_are_two_distinct_images_of_one_identity():
+    s = IdentityPairSampler(LABELS, batch_size=8, seed=1)
+    for b in s:
+        b = np.array(b).reshape(-1, 2)
+        assert (LABELS[b[:, 0]] == LABELS[b[:, 1]]).all() and (b[:, 0] != b[:, 1]).all()
+        assert len(np.unique(LABELS[b[:, 0]])) == 4
+    s.set_epoch(1)
+    assert list(s) != list(IdentityPairSampler(LABELS, batch_size=8, seed=1))  # new images/order each epoch
+    single = IdentityPairSampler(np.r_[LABELS, 40], batch_size=8)  # one single-image identity
+    assert single.skipped == 1
+
+
+@pytest.mark.parametrize("cls,kw", [(MPerClassBatchSampler, {"images_per_class": 2}), (IdentityPairSampler, {})])
+def test_ranks_disjoint_equal_length_deterministic(cls, kw):
+    ranks = [cls(LABELS, batch_size=8, seed=5, num_replicas=3, rank=r, **kw) for r in range(3)]
+    per_rank = [list(r) for r in ranks]
+    assert len({len(p) for p in per_rank}) == 1 and len(per_rank[0]) > 0
+    ids = [set(LABELS[np.concatenate(p)].tolist()) for p in per_rank]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    again = [list(cls(LABELS, batch_size=8, seed=5, num_replicas=3, rank=r, **kw)) for r in range(3)]
+    assert again == per_rank
+    other = list(cls(LABELS, batch_size=8, seed=6, num_replicas=3, rank=0, **kw))
+    assert other != per_rank[0]
+
+
+@pytest.mark.parametrize("cls,kw", [(MPerClassBatchSampler, {"images_per_class": 4}), (IdentityPairSampler, {})])
+def test_resume_gives_the_remaining_batches(cls, kw):
+    full = cls(LABELS, batch_size=8, seed=3, **kw)
+    full.set_epoch(2)
+    expected = list(full)
+    resumed = cls(LABELS, batch_size=8, seed=3, **kw)
+    resumed.load_state_dict({"epoch": 2, "start": 3, "seed": 3})
+    resumed.set_epoch(2)  # Lightning calls set_epoch with the same epoch on restart: position kept
+    assert len(resumed) == len(expected) - 3
+    assert list(resumed) == expected[3:]
+    assert len(list(resumed)) == len(expected)  # the next pass is a whole epoch again
+    with pytest.raises(ValueError, match="seed 9"):
+        resumed.load_state_dict({"epoch": 0, "start": 0, "seed": 9})
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ValueError, match="multiple of sampler.images_per_class"):
+        MPerClassBatchSampler(LABELS, batch_size=10, images_per_class=4)
+    with pytest.raises(ValueError, match="cannot fill one global batch"):
+        MPerClassBatchSampler(LABELS, batch_size=400, images_per_class=4)
+    with pytest.raises(ValueError, match="even"):
+        IdentityPairSampler(LABELS, batch_size=7)
