@@ -13,7 +13,7 @@ TINY = [
     "data.image_size=32", "data.batch_size=32", "data.train.num_identities=96",
     "data.train.images_per_identity=[2,3]", "backbone.widths=[8,16,32,64]", "backbone.embedding_size=64",
     "benchmark.synthetic.num_identities=60", "benchmark.synthetic.num_pairs=200", "trainer.max_epochs=3",
-    "optimizer.lr=0.05", "head.scale=16",
+    "optimizer.lr=0.05",
 ]
 
 

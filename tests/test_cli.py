@@ -64,7 +64,7 @@ def test_evaluate_rejects_non_checkpoint(tmp_path):
 def test_multirun_two_heads(tmp_path):
     run_cli(["-m", "+experiment=conventional_shallow", "head=arcface,cosface", *TINY, "trainer.max_epochs=1"],
             tmp_path)
-    sweep = only((tmp_path / "logs" / "conventional_shallow" / "multiruns").iterdir())
+    sweep = only((tmp_path / "logs" / "multiruns").iterdir())
     heads = set()
     for job in ("0", "1"):
         m = json.loads((sweep / job / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
@@ -109,3 +109,32 @@ def test_ddp_two_processes_match_single_process_evaluation(tmp_path):
     for k, v in ddp["metrics"]["synthetic"].items():
         if v is not None:
             assert single["metrics"]["synthetic"][k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_multirun_trains_every_pair_loss_and_reports_side_by_side(tmp_path):
+    """One multirun over the pair-loss experiments (+ the AM-softmax baseline); the report lists them all."""
+    import subprocess
+    import sys
+    exps = ["conventional_shallow", "conventional_shallow_contrastive", "conventional_shallow_triplet",
+            "conventional_shallow_npairs"]
+    run_cli(["-m", f"+experiment={','.join(exps)}", *TINY, "trainer.max_epochs=2"], tmp_path, timeout=400)
+    sweep = only((tmp_path / "logs" / "multiruns").iterdir())
+    out = subprocess.run([sys.executable, "-m", "facelearn.report", str(sweep)], capture_output=True, text=True,
+                         check=True).stdout
+    lines = out.splitlines()
+    for e in exps:
+        assert any(line.startswith(f"| +experiment={e} ") for line in lines), out
+    assert len([line for line in lines if line.startswith("| +experiment=")]) == len(exps)
+    assert "common to all runs: " in out and "trainer.max_epochs=2" in out
+
+
+@pytest.mark.parametrize("losses", ["lifted", "margin", "[lifted,margin]"])
+def test_joint_supervision_trains(tmp_path, losses):
+    """L2-softmax + lifted / margin / both (the doppelganger paper's joint supervision) on M-per-class batches."""
+    run_cli(["+experiment=conventional_deep", "head=l2softmax", f"loss={losses}", "data/sampler=m_per_class",
+             "data.sampler.images_per_class=2", *TINY, "trainer.max_epochs=1"], tmp_path)
+    run_dir = only((tmp_path / "logs" / "conventional_deep" / "runs").iterdir())
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for name in losses.strip("[]").split(","):
+        assert f"train/loss_{name}_epoch" in header
+    assert "train/loss_head_epoch" in header
