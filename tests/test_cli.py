@@ -138,3 +138,24 @@ def test_joint_supervision_trains(tmp_path, losses):
     for name in losses.strip("[]").split(","):
         assert f"train/loss_{name}_epoch" in header
     assert "train/loss_head_epoch" in header
+
+
+def test_sst_shallow_end_to_end(tmp_path):
+    run_cli(["+experiment=sst_shallow", *TINY, "method.queue_size=48", "data.batch_size=16"], tmp_path)
+    run_dir = only((tmp_path / "logs" / "sst_shallow" / "runs").iterdir())
+    m = json.loads((run_dir / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
+    assert m["accuracy"] > 0.6, m
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss_head_epoch" in header and "train/queue_filled" in header
+
+
+def test_sst_ablation_grid_is_36_runs():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=sst_ablation",
+                          "--cfg", "hydra"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    params = out.stdout.split("params:")[1]
+    for expected in ["+objective: softmax,am,arc,contrastive,triplet,npairs",
+                     "method.variant: none,constraint,momentum", "method.use_queue: true,false"]:
+        assert expected in params

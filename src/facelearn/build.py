@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facelearn.methods.base import FaceModule
@@ -17,8 +17,13 @@ def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
         "optimizer": instantiate(cfg.optimizer),
         "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     }
+    method_cls = get_class(cfg.method._target_)
+    # Conventional training owns its prototypes (FC weights); SST passes the gallery queue instead.
+    head_classes = num_classes if getattr(method_cls, "owns_prototypes", True) else 0
     if "head" in cfg:
-        kwargs["head"] = None if cfg.head is None else instantiate(cfg.head, num_classes=num_classes)
+        kwargs["head"] = None if cfg.head is None else instantiate(cfg.head, num_classes=head_classes)
+    if "num_classes" in cfg.method:
+        kwargs["num_classes"] = num_classes
     if cfg.get("loss"):
         kwargs["losses"] = {name: (float(term.weight), instantiate(term.fn)) for name, term in cfg.loss.items()
                             if term is not None}

@@ -118,15 +118,17 @@ class FaceDataModule(pl.LightningDataModule):
         ds = self.train_dataset
         if len(ds) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} exceeds the {len(ds)} training images")
+        # An own generator: creating the loader's iterator then draws its worker base seed from it, not from the
+        # global RNG, so a resumed run's global RNG (augmentation) continues exactly where the checkpoint left it.
         common = dict(num_workers=self.num_workers, worker_init_fn=_seed_worker,
-                      persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+                      persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(self.seed))
         if self.sampler_factory is not None:
             world, rank = self._world()
             batch_sampler = self.sampler_factory(labels=ds.labels.numpy(), batch_size=self.batch_size,
                                                  seed=self.seed, num_replicas=world, rank=rank)
             return DataLoader(ds, batch_sampler=batch_sampler, **common)
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=gen, **common)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, **common)
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

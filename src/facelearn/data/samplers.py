@@ -6,7 +6,7 @@ Both are DDP-aware and resumable:
   ``num_replicas``-th batch starting at its rank, truncated so every rank has the same number of batches;
   ranks therefore get disjoint batches (no identity image is shared between ranks within an epoch's step);
 * the sampler's position (epoch, batches already consumed) is state: ``state_dict()`` / ``load_state_dict()``;
-  ``SamplerStateCallback`` stores it in Lightning checkpoints (counting *consumed* batches, which is exact even
+  ``facelearn.callbacks.ResumeStateCallback`` stores it in Lightning checkpoints (counting *consumed* batches, which is exact even
   when DataLoader workers prefetch ahead), so a resumed run continues with exactly the remaining batches.
 
 ``batch_size`` is per rank (like a DataLoader's), so the global batch is ``batch_size x num_replicas``.
@@ -14,9 +14,8 @@ Both are DDP-aware and resumable:
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
-import lightning.pytorch as pl
 import numpy as np
 from torch.utils.data import Sampler
 
@@ -28,6 +27,17 @@ def _by_class(labels: np.ndarray) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
+class _EpochRelay:
+    """Lightning calls ``set_epoch`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler`` only; this
+    relay, exposed as ``batch_sampler.sampler``, forwards it to the batch sampler itself."""
+
+    def __init__(self, owner: "_ResumableBatchSampler") -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class _ResumableBatchSampler(Sampler[list[int]]):
     def __init__(self, batch_size: int, seed: int, num_replicas: int, rank: int) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
@@ -35,6 +45,7 @@ class _ResumableBatchSampler(Sampler[list[int]]):
         self.batch_size, self.seed, self.num_replicas, self.rank = batch_size, seed, num_replicas, rank
         self.epoch = 0
         self.start = 0  # batches of the current epoch already consumed (set when resuming)
+        self.sampler = _EpochRelay(self)
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         raise NotImplementedError
@@ -131,37 +142,3 @@ class IdentityPairSampler(_ResumableBatchSampler):
                 batch += rng.choice(self.groups[c], 2, replace=False).tolist()
             batches.append(batch)
         return batches
-
-
-class SamplerStateCallback(pl.Callback):
-    """Saves the batch sampler's position (batches consumed this epoch) in checkpoints and restores it."""
-
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-        self._consumed = 0
-        self._epoch = 0
-
-    @staticmethod
-    def _sampler(trainer: pl.Trainer) -> _ResumableBatchSampler | None:
-        dl = trainer.train_dataloader
-        bs = getattr(dl, "batch_sampler", None) if dl is not None else None
-        return bs if isinstance(bs, _ResumableBatchSampler) else None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self._epoch = trainer.current_epoch
-        self._consumed = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._consumed = batch_idx + 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self._epoch, "start": self._consumed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pending = dict(state)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        sampler = self._sampler(trainer)
-        if sampler is not None and self._pending is not None:
-            sampler.load_state_dict({**self._pending, "seed": sampler.seed})
-        self._pending = None

@@ -1,0 +1,68 @@
+"""Callbacks that make a resumed run continue exactly where the checkpoint left it."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from facelearn.data.samplers import _ResumableBatchSampler
+
+
+class ResumeStateCallback(pl.Callback):
+    """Saves, in every checkpoint, what Lightning does not: the batch sampler's position (batches *consumed* this
+    epoch, exact even when DataLoader workers prefetch) and the torch / numpy / python RNG states (augmentation,
+    pair selection). Restores both when training resumes from the checkpoint."""
+
+    def __init__(self) -> None:
+        self._pending_sampler: dict[str, Any] | None = None
+        self._epoch = 0
+        self._consumed = 0
+
+    @staticmethod
+    def _sampler(trainer: pl.Trainer) -> _ResumableBatchSampler | None:
+        dl = trainer.train_dataloader
+        bs = getattr(dl, "batch_sampler", None) if dl is not None else None
+        return bs if isinstance(bs, _ResumableBatchSampler) else None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        # A resumed epoch keeps the restored count; a new epoch starts from zero.
+        if trainer.current_epoch != self._epoch:
+            self._epoch, self._consumed = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._consumed += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        # Only tensors and plain Python values, so checkpoints stay loadable with torch.load(weights_only=True).
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        return {"epoch": self._epoch, "start": self._consumed, "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": version, "internal": list(internal), "gauss": gauss},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._epoch, self._consumed = int(state["epoch"]), int(state["start"])
+        self._pending_sampler = {"epoch": self._epoch, "start": self._consumed}
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            n = rng["numpy"]
+            np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                                 n["cached"]))
+            p = rng["python"]
+            random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+            if rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        sampler = self._sampler(trainer)
+        if sampler is not None and self._pending_sampler is not None:
+            sampler.load_state_dict({**self._pending_sampler, "seed": sampler.seed})
+        self._pending_sampler = None

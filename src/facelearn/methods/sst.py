@@ -1,0 +1,189 @@
+"""Semi-Siamese Training (SST) for shallow face learning (Du et al., ECCV 2020; ../shared/papers/sst_*.md).
+
+A batch is identity pairs ``(x1, x2, id)``. A *probe* net (trained) and a *gallery* net (similar but not
+identical) embed both images; each probe feature is scored against the gallery features of the batch (its own
+identity's gallery feature is its positive) plus a FIFO *gallery queue* of earlier gallery features as negatives,
+through the same margin head as conventional training (the queue replaces the FC prototypes) or through pair losses
+with the gallery features + queue as references. Both directions are used, ``probe(x1) vs gallery(x2)`` and
+``probe(x2) vs gallery(x1)``, and the loss is their mean; afterwards one direction's gallery features are enqueued.
+
+Semi-siamese variants (``variant``):
+
+* ``momentum``   gallery ← m · gallery + (1 − m) · probe after every optimiser step (parameters and BN buffers);
+* ``constraint`` two nets of the same architecture, both trained, with ``λ ‖θ_p − θ_g‖²`` added to the loss;
+* ``none``       one shared net for both roles (the siamese ablation).
+
+Under DDP the gallery features and identities are all-gathered before scoring and enqueueing, each probe's
+positive column is offset by its rank's position, and every rank enqueues the same gathered batch, so all ranks
+hold identical queues.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facelearn.methods.base import FaceModule
+from facelearn.nn.heads import MarginHead
+from facelearn.nn.queue import GalleryQueue
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("momentum", "constraint", "none")
+
+
+def sst_targets(probe_ids: torch.Tensor, proto_ids: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target column of each probe (its own gallery feature at ``offset + i``) and the mask of columns to drop:
+    every other prototype of the probe's identity (an identity re-appearing in the queue must not be pushed away
+    from itself)."""
+    n = len(probe_ids)
+    targets = offset + torch.arange(n, device=probe_ids.device)
+    mask = probe_ids.view(-1, 1) == proto_ids.view(1, -1)
+    mask[torch.arange(n, device=probe_ids.device), targets] = False
+    return targets, mask
+
+
+class SSTModule(FaceModule):
+    """Semi-Siamese Training with a gallery queue; any margin head and/or pair losses.
+
+    Args:
+        backbone: the probe net (its embedding is the model's embedding).
+        head: margin head with ``num_classes=0`` (its prototypes are the gallery features + queue), or None.
+        losses: name -> (weight, pair loss) scored with the gallery features + queue as references.
+        variant: ``momentum`` | ``constraint`` | ``none``.
+        momentum: m of the momentum update.
+        constraint_weight: λ of the network constraint.
+        queue_size: gallery queue length (a multiple of the global identities per batch, and smaller than the
+            number of training identities, or the queue would hold the probe's own identity as a negative).
+        use_queue: False scores against the current batch's gallery features only (ablation).
+        num_classes: number of training identities (filled in by the trainer; used to validate ``queue_size``).
+    """
+
+    owns_prototypes = False
+
+    def __init__(self, backbone: nn.Module, optimizer: Any, scheduler: Any = None, head: MarginHead | None = None,
+                 losses: dict[str, tuple[float, nn.Module]] | None = None, variant: str = "momentum",
+                 momentum: float = 0.999, constraint_weight: float = 1.0, queue_size: int = 16384,
+                 use_queue: bool = True, embedding_size: int = 512, num_classes: int = 0, head_weight: float = 1.0,
+                 flip_tta: bool = True) -> None:
+        super().__init__(backbone, optimizer, scheduler, flip_tta)
+        if variant not in VARIANTS:
+            raise ValueError(f"method.variant must be one of {VARIANTS}, got {variant!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"method.momentum must be in [0, 1), got {momentum}")
+        losses = dict(losses or {})
+        if head is None and not losses:
+            raise ValueError("SST needs a head (head=...) or at least one pair loss (loss=...)")
+        if head is not None and head.weight is not None:
+            raise ValueError("SST scores against the gallery queue: the head must have num_classes=0")
+        if use_queue and num_classes and queue_size >= num_classes:
+            raise ValueError(f"method.queue_size={queue_size} must be smaller than the {num_classes} training "
+                             "identities (otherwise the queue always holds the probe's own identity)")
+        self.variant, self.momentum, self.constraint_weight = variant, momentum, constraint_weight
+        self.use_queue = use_queue
+        self.head, self.head_weight = head, head_weight
+        self.pair_losses = nn.ModuleDict({k: fn for k, (_, fn) in losses.items()})
+        self.loss_weights = {k: float(w) for k, (w, _) in losses.items()}
+        self.gallery = None
+        if variant != "none":
+            self.gallery = copy.deepcopy(backbone)
+            if variant == "momentum":
+                self.gallery.requires_grad_(False)
+        self.queue = GalleryQueue(queue_size, embedding_size)
+
+    # -- nets --------------------------------------------------------------------------------------------------
+    def gallery_net(self) -> nn.Module:
+        return self.backbone if self.gallery is None else self.gallery
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """θ_g ← m θ_g + (1 − m) θ_p for parameters and floating-point buffers (BN running statistics)."""
+        m = self.momentum
+        for g, p in zip(self.gallery.parameters(), self.backbone.parameters()):
+            g.mul_(m).add_(p.detach(), alpha=1 - m)
+        for g, p in zip(self.gallery.buffers(), self.backbone.buffers()):
+            if g.dtype.is_floating_point:
+                g.mul_(m).add_(p, alpha=1 - m)
+            else:
+                g.copy_(p)
+
+    def constraint_penalty(self) -> torch.Tensor:
+        """λ ‖θ_p − θ_g‖² over all parameters (network-constraint variant)."""
+        return self.constraint_weight * sum(((p - g) ** 2).sum() for p, g in
+                                            zip(self.backbone.parameters(), self.gallery.parameters()))
+
+    # -- one direction -----------------------------------------------------------------------------------------
+    def _gather(self, x: torch.Tensor, grads: bool) -> torch.Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return x
+        out = self.all_gather(x, sync_grads=grads)
+        return out.reshape(-1, *x.shape[1:])
+
+    def direction_loss(self, probe: torch.Tensor, ids: torch.Tensor, gallery_all: torch.Tensor,
+                       ids_all: torch.Tensor, offset: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of probe features against all ranks' gallery features (+ the queue)."""
+        protos, proto_ids = gallery_all, ids_all
+        if self.use_queue and self.queue.filled:
+            q_feats, q_ids = self.queue.valid()
+            protos = torch.cat([gallery_all, q_feats.to(gallery_all.dtype)])
+            proto_ids = torch.cat([ids_all, q_ids])
+        parts: dict[str, torch.Tensor] = {}
+        total = probe.new_zeros((), dtype=torch.float32)
+        if self.head is not None:
+            targets, mask = sst_targets(ids, proto_ids, offset)
+            logits = self.head(probe, targets, prototypes=protos).masked_fill(mask, float("-inf"))
+            parts["head"] = F.cross_entropy(logits, targets)
+            parts["acc"] = (logits.argmax(1) == targets).float().mean()
+            total = total + self.head_weight * parts["head"]
+        for name, fn in self.pair_losses.items():
+            parts[name] = fn(probe, ids, protos, proto_ids)
+            total = total + self.loss_weights[name] * parts[name]
+        return total, parts
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        if len(images) % 2 or not torch.equal(labels[0::2], labels[1::2]):
+            raise ValueError("SST needs identity-pair batches [x1_0, x2_0, x1_1, x2_1, ...]: "
+                             "set data/sampler=identity_pairs")
+        x1, x2, ids = images[0::2], images[1::2], labels[0::2]
+        n = len(ids)
+        probe1, probe2 = self.backbone(x1), self.backbone(x2)
+        trained_gallery = self.variant != "momentum"
+        with torch.set_grad_enabled(trained_gallery and torch.is_grad_enabled()):
+            gnet = self.gallery_net()
+            gal1, gal2 = F.normalize(gnet(x1).float(), dim=1), F.normalize(gnet(x2).float(), dim=1)
+        rank = 0 if self._trainer is None else self.trainer.global_rank
+        g1_all, g2_all = self._gather(gal1, trained_gallery), self._gather(gal2, trained_gallery)
+        ids_all = self._gather(ids, False)
+        offset = rank * n
+        loss_a, parts_a = self.direction_loss(probe1, ids, g2_all, ids_all, offset)
+        loss_b, parts_b = self.direction_loss(probe2, ids, g1_all, ids_all, offset)
+        loss = 0.5 * (loss_a + loss_b)
+        if self.variant == "constraint":
+            penalty = self.constraint_penalty()
+            loss = loss + penalty
+            self.log("train/constraint", penalty, on_step=True, on_epoch=True, sync_dist=True)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
+        for key in parts_a:
+            self.log(f"train/{'acc' if key == 'acc' else 'loss_' + key}", 0.5 * (parts_a[key] + parts_b[key]),
+                     on_step=True, on_epoch=True, sync_dist=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train/queue_filled", float(self.queue.filled), on_step=True, on_epoch=False, rank_zero_only=True)
+        self.log_lr()
+        self.count_images(len(images))
+        # Enqueue one direction (every rank the same gathered batch -> identical queues).
+        if self.use_queue:
+            self.queue.enqueue(g2_all.detach(), ids_all)
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Right after the probe's update, before any callback (e.g. a step checkpoint) sees the weights.
+        super().optimizer_step(*args, **kwargs)
+        if self.variant == "momentum":
+            self.momentum_update()

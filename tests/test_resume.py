@@ -1,0 +1,62 @@
+"""A run resumed from a mid-epoch checkpoint continues exactly like the uninterrupted run (SST: queue, sampler
+position, RNG of the augmentation)."""
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+import pytest
+import torch
+
+from facelearn.callbacks import ResumeStateCallback
+from facelearn.data.datamodule import FaceDataModule
+from facelearn.data.samplers import IdentityPairSampler
+from facelearn.data.splits import Shallow
+from facelearn.data.synthetic import SyntheticFaces
+from facelearn.methods.sst import SSTModule
+from facelearn.nn.backbones import SmallFaceNet
+from facelearn.nn.heads import CosFace
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self):
+        self.losses = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses[trainer.global_step] = (float(outputs["loss"]), batch[1].tolist())
+
+
+def fit(tmp_path, max_steps, ckpt=None, every_n_steps=None):
+    pl.seed_everything(0)
+    dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
+                        benchmarks={}, image_size=16, batch_size=16, sampler=lambda **kw: IdentityPairSampler(**kw))
+    net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
+    module = SSTModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), head=CosFace(8, 0),
+                       queue_size=24, embedding_size=8, momentum=0.5, num_classes=64)
+    rec = LossRecorder()
+    callbacks = [ResumeStateCallback(), rec]
+    if every_n_steps:
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=every_n_steps,
+                                         save_top_k=-1, monitor=None))
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False, callbacks=callbacks,
+                         default_root_dir=str(tmp_path), enable_checkpointing=bool(every_n_steps))
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    return module, rec.losses
+
+
+@pytest.mark.filterwarnings("ignore:.*resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mid_epoch_resume_matches_uninterrupted(tmp_path):
+    # 64 identities / 8 per batch = 8 steps per epoch; the run checkpoints at step 5 (mid-epoch 0), then the
+    # resumed run goes on to step 11 (into epoch 1), like the uninterrupted one.
+    full, full_losses = fit(tmp_path / "a", 11, every_n_steps=5)
+    ckpt = tmp_path / "a" / "step=5.ckpt"
+    assert ckpt.is_file()
+    resumed, rest = fit(tmp_path / "c", 11, ckpt=str(ckpt))
+    assert sorted(rest) == list(range(6, 12))
+    for step in range(6, 12):
+        assert rest[step][1] == full_losses[step][1], f"step {step}: different batch"
+        assert rest[step][0] == pytest.approx(full_losses[step][0], rel=1e-5, abs=1e-6), f"step {step}"
+    assert torch.equal(resumed.queue.labels, full.queue.labels)
+    assert torch.allclose(resumed.queue.features, full.queue.features, atol=1e-5)
+    for a, b in zip(resumed.gallery.parameters(), full.gallery.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
