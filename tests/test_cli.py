@@ -159,3 +159,17 @@ def test_sst_ablation_grid_is_36_runs():
     for expected in ["+objective: softmax,am,arc,contrastive,triplet,npairs",
                      "method.variant: none,constraint,momentum", "method.use_queue: true,false"]:
         assert expected in params
+
+
+def test_dm_joint_end_to_end(tmp_path):
+    run_cli(["+experiment=dm_joint", *TINY, "data.batch_size=30", "data.train.images_per_identity=[3,5]",
+             "data.sampler.num_random=4", "benchmark.oneshot.num_novel=20"], tmp_path)
+    run_dir = only((tmp_path / "logs" / "dm_joint" / "runs").iterdir())
+    m = json.loads((run_dir / "benchmark_metrics.json").read_text())["metrics"]
+    assert 0 <= m["oneshot"]["novel/coverage@99"] <= 1 and m["oneshot"]["novel/top1"] > 0.1
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "dm/assigned" in header and "train/loss_margin_epoch" in header
+    import torch
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    lst = ckpt["callbacks"]["DoppelgangerCallback"]["doppelganger"]
+    assert int((lst >= 0).sum()) > 0  # the list is in the checkpoint

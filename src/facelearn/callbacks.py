@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from facelearn.data.doppelganger import DoppelgangerList, DoppelgangerSampler
 from facelearn.data.samplers import _ResumableBatchSampler
 
 
@@ -66,3 +67,51 @@ class ResumeStateCallback(pl.Callback):
         if sampler is not None and self._pending_sampler is not None:
             sampler.load_state_dict({**self._pending_sampler, "seed": sampler.seed})
         self._pending_sampler = None
+
+
+class DoppelgangerCallback(pl.Callback):
+    """Doppelganger mining from the head's scores of every training step (§3.2), shared with the sampler.
+
+    Reads ``outputs["logits"]`` (the margin head's scores, returned by the training step: no extra forward pass);
+    under DDP the per-sample candidates of all ranks are gathered so every rank applies the same update and holds
+    the same list. The list is callback state, saved in checkpoints. Logs ``dm/assigned`` (classes with a
+    doppelganger) and ``dm/changes`` (entries changed by the step).
+    """
+
+    def __init__(self) -> None:
+        self.list: DoppelgangerList | None = None
+        self._restored: torch.Tensor | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        if self.list is None:
+            self.list = DoppelgangerList(trainer.datamodule.num_classes)
+        if self._restored is not None:
+            self.list.doppelganger.copy_(self._restored)
+            self._restored = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if isinstance(sampler, DoppelgangerSampler):
+            sampler.doppelgangers = self.list
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        logits = outputs.get("logits") if isinstance(outputs, dict) else None
+        if logits is None:
+            raise ValueError("doppelganger mining needs the prototype head's scores: use a method with a head")
+        labels = batch[1]
+        cand, val = DoppelgangerList.batch_candidates(logits, labels)
+        if trainer.world_size > 1:
+            labels, cand, val = (trainer.strategy.all_gather(t).reshape(-1) for t in (labels, cand, val))
+        changes = self.list.update(labels.cpu(), cand.cpu(), val.cpu())
+        pl_module.log("dm/assigned", float(self.list.num_assigned), on_step=True, on_epoch=False)
+        pl_module.log("dm/changes", float(changes), on_step=True, on_epoch=True, reduce_fx="sum")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.list is None else {"doppelganger": self.list.doppelganger.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "doppelganger" in state:
+            if self.list is None:
+                self._restored = state["doppelganger"]
+            else:
+                self.list.doppelganger.copy_(state["doppelganger"])

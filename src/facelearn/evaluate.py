@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facelearn.build import build_module
-from facelearn.eval.benchmark import evaluate_pair_set, format_table
+from facelearn.eval.benchmark import evaluate_set, format_identification_table, format_table
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
@@ -50,8 +50,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     results = {}
     for name, spec_cfg in bench_cfg.items():
         pair_set = instantiate(spec_cfg).load(image_size, cache_dir)
-        results[name] = evaluate_pair_set(module, pair_set, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
-    print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n", flush=True)
+        results[name] = evaluate_set(module, pair_set, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
+    print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
+          f"{format_identification_table(results)}\n", flush=True)
     out = os.path.join(cfg.paths.output_dir, cfg.output_file)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:

@@ -83,11 +83,17 @@ class FaceDataModule(pl.LightningDataModule):
             for name, spec in self.benchmark_specs.items():
                 self.benchmark_sets[name] = spec.load(self.image_size, self.cache_dir)
                 self.benchmark_sets[name].name = name
-                log.info("benchmark %s: %d pairs over %d images", name, len(self.benchmark_sets[name].pairs),
-                         len(self.benchmark_sets[name].images))
+                bset = self.benchmark_sets[name]
+                log.info("benchmark %s: %s over %d images", name,
+                         f"{len(bset.pairs)} pairs" if hasattr(bset, "pairs") else f"{len(set(bset.labels))} classes",
+                         len(bset.images))
 
     def _setup_train(self) -> None:
         records = self.train_source.load(self.image_size)
+        for spec in self.benchmark_specs.values():
+            # e.g. the one-shot split: its novel identities and base test images must not be trained on
+            if hasattr(spec, "filter_training"):
+                records = spec.filter_training(records, self.image_size)
         bench_ids: dict[str, set[str]] = {}
         for name, spec in self.benchmark_specs.items():
             ids = spec.identities()

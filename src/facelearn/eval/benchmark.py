@@ -20,7 +20,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from facelearn.data.oneshot import IdentificationSet
 from facelearn.data.pairs import PairSet
+from facelearn.eval.identification import identification_metrics
 from facelearn.eval.scorers import CosineScorer
 from facelearn.eval.verification import DEFAULT_FARS, verification_metrics
 
@@ -97,6 +99,29 @@ def evaluate_pair_set(module: Any, pair_set: PairSet, scorers: dict[str, Any] | 
     return out
 
 
+def evaluate_identification_set(module: Any, id_set: IdentificationSet, batch_size: int = 256, rank: int = 0,
+                                world_size: int = 1) -> dict[str, float]:
+    """One-shot identification: ``novel/...`` and ``base/...`` top-1 and coverage@precision metrics."""
+    emb = embed_images(module, id_set.images, batch_size, rank, world_size)
+    labels = torch.from_numpy(id_set.labels)
+    groups = {"novel": torch.from_numpy(id_set.novel), "base": torch.from_numpy(~id_set.novel)}
+    return identification_metrics(emb, labels, torch.from_numpy(id_set.enrol), groups)
+
+
+def evaluate_set(module: Any, bench_set: Any, scorers: dict[str, Any] | None = None,
+                 fars: tuple[float, ...] = DEFAULT_FARS, batch_size: int = 256, rank: int = 0,
+                 world_size: int = 1) -> dict[str, float]:
+    if isinstance(bench_set, IdentificationSet):
+        return evaluate_identification_set(module, bench_set, batch_size, rank, world_size)
+    return evaluate_pair_set(module, bench_set, scorers, fars, batch_size, rank, world_size)
+
+
+def format_identification_table(results: dict[str, dict[str, float]]) -> str:
+    rows = [[b] + [f"{k}={100 * v:.2f}" for k, v in sorted(m.items())] for b, m in results.items()
+            if any("coverage" in k for k in m)]
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
 def format_table(results: dict[str, dict[str, float]], fars: tuple[float, ...] = DEFAULT_FARS) -> str:
     """Plain-text table: one row per benchmark (and scorer), accuracy ± std, AUC and TAR@FAR columns."""
     def fmt(v: float) -> str:
@@ -105,6 +130,8 @@ def format_table(results: dict[str, dict[str, float]], fars: tuple[float, ...] =
     header = ["benchmark", "accuracy (%)", "AUC (%)"] + [f"TAR@FAR={f:g} (%)" for f in fars]
     rows = []
     for bench, m in results.items():
+        if "accuracy" not in m and not any(k.endswith("/accuracy") for k in m):
+            continue  # identification sets have their own table
         scorer_names = sorted({k.split("/")[0] for k in m if "/" in k.split("tar@")[0]})
         for prefix in [""] + [s + "/" for s in scorer_names]:
             if prefix + "accuracy" not in m:
@@ -143,8 +170,8 @@ class BenchmarkCallback(pl.Callback):
         for scorer in self.scorers.values():
             scorer.fit(pl_module, trainer.datamodule)
         for name, pair_set in sets.items():
-            results[name] = evaluate_pair_set(pl_module, pair_set, self.scorers, self.fars, self.batch_size,
-                                              trainer.global_rank, trainer.world_size)
+            results[name] = evaluate_set(pl_module, pair_set, self.scorers, self.fars, self.batch_size,
+                                         trainer.global_rank, trainer.world_size)
         self.last_results, self._last_step = results, trainer.global_step
         return results
 
@@ -174,8 +201,9 @@ class BenchmarkCallback(pl.Callback):
         if not self.last_results:
             return
         table = format_table(self.last_results, self.fars)
-        print(f"\nBenchmarks after {trainer.current_epoch} epochs, step {trainer.global_step}:\n{table}\n",
-              flush=True)
+        ident = format_identification_table(self.last_results)
+        print(f"\nBenchmarks after {trainer.current_epoch} epochs, step {trainer.global_step}:\n{table}\n"
+              + (f"{ident}\n" if ident else ""), flush=True)
         out_dir = self.output_dir or trainer.default_root_dir
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(out_dir, self.output_file)

@@ -42,6 +42,7 @@ class ConventionalModule(FaceModule):
         images, labels = batch
         features = self.backbone(images)
         total = features.new_zeros(())
+        logits = None
         if self.head is not None:
             logits = self.head(features, labels)
             ce = F.cross_entropy(logits, labels)
@@ -60,4 +61,5 @@ class ConventionalModule(FaceModule):
         self.count_images(len(labels))
         self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_lr()
-        return total
+        # The head's scores go to callbacks (doppelganger mining reads them: no extra forward pass).
+        return {"loss": total, "logits": None if logits is None else logits.detach()}

@@ -1,0 +1,169 @@
+"""Doppelganger mining (Smirnov et al., ../shared/papers/doppelganger_mining.md §3).
+
+* ``DoppelgangerList``: one class index per training class (-1 = none yet). After every step, for each class in
+  the batch, the highest-scoring *other* class in the prototype head's already-computed scores becomes its
+  doppelganger (§3.2): no extra forward pass, one integer per class.
+* ``DoppelgangerSampler``: a batch of M images is filled with classes whose image counts are drawn from a range
+  until M is reached (N_c classes, §3.1); N_r of them are random and each further class is
+  ``Doppelganger(class N_r positions earlier)`` - chains of doppelgangers of doppelgangers - falling back to a random
+  class when there is none yet or it is already in the batch. N_r = N_c is random sampling.
+
+**How recent is the list a batch sees?** Batches are built lazily in the main process from the live list. With
+``num_workers=0`` Lightning prefetches one batch, so batch t is built from the list as updated by steps up to t-2;
+with ``num_workers=w`` the DataLoader requests ``prefetch_factor x w`` batches of indices ahead, so the lag is that
+many steps more. Keep ``num_workers=0`` (images are already decoded in memory) for the freshest list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from facelearn.data.samplers import _by_class, _ResumableBatchSampler
+
+
+class DoppelgangerList(nn.Module):
+    """``doppelganger[c]`` = the class most confused with class c at its last appearance in a batch (-1: none)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"doppelganger mining needs >= 2 classes, got {num_classes}")
+        self.register_buffer("doppelganger", torch.full((num_classes,), -1, dtype=torch.long))
+        self.last_changes = 0
+
+    @staticmethod
+    def batch_candidates(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: the best-scoring class other than its own, and that score (ties: the lowest class index)."""
+        masked = scores.detach().float().scatter(1, labels.view(-1, 1), float("-inf"))
+        value, index = masked.max(dim=1)
+        return index, value
+
+    @torch.no_grad()
+    def update(self, labels: torch.Tensor, candidates: torch.Tensor, values: torch.Tensor) -> int:
+        """Apply per-sample candidates (possibly gathered from all ranks): for each class present, the candidate
+        with the highest score over its samples wins. Classes absent from the batch are untouched. Returns how many
+        entries changed."""
+        labels, candidates, values = labels.view(-1).long(), candidates.view(-1).long(), values.view(-1).float()
+        best = torch.full_like(self.doppelganger, -1)
+        best_val = torch.full(self.doppelganger.shape, float("-inf"), device=values.device)
+        best_val.scatter_reduce_(0, labels, values, reduce="amax")
+        # the sample whose value equals its class maximum (first such sample on ties)
+        winner = values >= best_val[labels]
+        order = torch.arange(len(labels), device=labels.device)
+        first = torch.full(self.doppelganger.shape, len(labels), dtype=torch.long, device=labels.device)
+        first.scatter_reduce_(0, labels[winner], order[winner], reduce="amin")
+        present = first < len(labels)
+        best[present] = candidates[first[present]]
+        changed = present & (best != self.doppelganger)
+        self.doppelganger[present] = best[present]
+        self.last_changes = int(changed.sum())
+        return self.last_changes
+
+    @property
+    def num_assigned(self) -> int:
+        return int((self.doppelganger >= 0).sum())
+
+
+class DoppelgangerSampler(_ResumableBatchSampler):
+    """Batches of ``batch_size`` images from N_c classes: N_r random classes, then doppelganger chains.
+
+    Args:
+        labels: class of every training image.
+        batch_size: M, images per batch (per rank).
+        images_per_class: an int (fixed, e.g. 3 as in §4.2.5) or ``[low, high]`` (e.g. [2, 8]).
+        num_random: N_r; or ``random_ratio`` = N_r / N_c (rounded, at least 1). N_r = N_c is random sampling.
+        doppelgangers: the live ``DoppelgangerList`` (attached by ``DoppelgangerMining`` at train start).
+        batches_per_epoch: default = training images / (M x ranks).
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, images_per_class: int | list[int] = 3,
+                 num_random: int | None = None, random_ratio: float | None = None, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, batches_per_epoch: int | None = None,
+                 doppelgangers: DoppelgangerList | None = None) -> None:
+        super().__init__(batch_size, seed, num_replicas, rank)
+        if (num_random is None) == (random_ratio is None):
+            raise ValueError("doppelganger sampler: set exactly one of num_random (N_r) or random_ratio (N_r/N_c)")
+        if random_ratio is not None and not 0 < random_ratio <= 1:
+            raise ValueError(f"sampler.random_ratio must be in (0, 1], got {random_ratio}")
+        if isinstance(images_per_class, int):
+            self.count_range = (images_per_class, images_per_class)
+        else:
+            self.count_range = tuple(int(v) for v in images_per_class)
+        if not 1 <= self.count_range[0] <= self.count_range[1] <= batch_size:
+            raise ValueError(f"sampler.images_per_class must be within [1, batch_size], got {images_per_class}")
+        self.num_random, self.random_ratio = num_random, random_ratio
+        self.groups = _by_class(labels)
+        self.num_classes = len(self.groups)
+        self.batches_per_epoch = batches_per_epoch or max(1, len(labels) // (batch_size * num_replicas))
+        self.doppelgangers = doppelgangers
+
+    def _counts(self, rng: np.random.Generator) -> list[int]:
+        lo, hi = self.count_range
+        counts, total = [], 0
+        while total < self.batch_size:
+            c = int(rng.integers(lo, hi + 1))
+            c = min(c, self.batch_size - total)
+            counts.append(c)
+            total += c
+        if len(counts) > 1 and counts[-1] < lo:  # fold a too-small remainder into the previous class
+            rest = counts.pop()
+            counts[-1] += rest
+        return counts
+
+    def n_random(self, n_classes: int) -> int:
+        if self.num_random is not None:
+            return max(1, min(self.num_random, n_classes))
+        return max(1, min(n_classes, int(round(self.random_ratio * n_classes))))
+
+    def _classes(self, n_classes: int, rng: np.random.Generator, taken: set[int]) -> list[int]:
+        dop = None if self.doppelgangers is None else self.doppelgangers.doppelganger.cpu().numpy()
+        n_r = self.n_random(n_classes)
+        chosen: list[int] = []
+
+        def random_class() -> int:
+            if len(taken) >= self.num_classes:
+                raise ValueError("doppelganger sampler: more classes per global batch than training classes")
+            while True:
+                c = int(rng.integers(self.num_classes))
+                if c not in taken:
+                    return c
+
+        for i in range(n_classes):
+            c = -1
+            if i >= n_r and dop is not None:
+                c = int(dop[chosen[i - n_r]])
+                if c in taken:
+                    c = -1  # already in the batch: no cycles
+            if c < 0:
+                c = random_class()
+            chosen.append(c)
+            taken.add(c)
+        return chosen
+
+    def build_batch(self, epoch: int, index: int) -> list[int]:
+        """This rank's batch ``index`` of ``epoch`` from the list as it is now (deterministic given the list)."""
+        rng = np.random.default_rng([self.seed, epoch, index])
+        taken: set[int] = set()
+        batch: list[int] = []
+        for r in range(self.num_replicas):  # every rank draws all ranks' classes: disjoint batches
+            counts = self._counts(rng)
+            classes = self._classes(len(counts), rng, taken)
+            if r == self.rank:
+                for c, k in zip(classes, counts):
+                    g = self.groups[c]
+                    batch += rng.choice(g, k, replace=len(g) < k).tolist()
+                self.last_classes = classes
+        return batch
+
+    def global_batches(self, epoch: int) -> list[list[int]]:  # pragma: no cover - batches are built lazily
+        raise NotImplementedError
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for i in range(start, self.batches_per_epoch):
+            yield self.build_batch(self.epoch, i)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start

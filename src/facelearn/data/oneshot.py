@@ -1,0 +1,116 @@
+"""The one-shot protocol (doppelganger paper §4.1) on any identity dataset: a base/novel split.
+
+Novel classes (``num_novel`` identities with >= 2 images) keep one enrolment image; their other images are test
+images and the identities are excluded from training. Base classes (every other identity) train on their images
+except ``base_test_per_class`` held-out test images per identity with >= ``base_test_min_images`` images; all
+their training images enrol (form the prototype). The split is a function of the records and ``seed``, so the
+DataModule (training filter) and the benchmark compute the same partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from facelearn.data.records import FaceRecords
+from facelearn.data.splits import exclude_identities
+from facelearn.data.pairs import parse_pairs_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IdentificationSet:
+    name: str
+    images: np.ndarray        # uint8 (N, 3, S, S)
+    labels: np.ndarray        # int64 class per image
+    enrol: np.ndarray         # bool: image forms its class prototype
+    novel: np.ndarray         # bool per image: its class is novel
+    identities: set[str] | None = None
+
+
+class OneShotSplit:
+    """Base/novel split of ``source`` (after removing the people of ``exclude_pairs_files``)."""
+
+    def __init__(self, source, num_novel: int = 200, base_test_per_class: int = 1, base_test_min_images: int = 3,
+                 exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str = "oneshot") -> None:
+        self.source, self.num_novel, self.seed, self.name = source, num_novel, seed, name
+        self.base_test_per_class, self.base_test_min_images = base_test_per_class, base_test_min_images
+        self.exclude_pairs_files = list(exclude_pairs_files or [])
+        self._cache: dict[int, tuple] = {}
+
+    def _excluded_people(self) -> set[str]:
+        people: set[str] = set()
+        for f in self.exclude_pairs_files:
+            pairs, _, _ = parse_pairs_file(f)
+            people |= {p[0] for p in pairs} | {p[2] for p in pairs}
+        return people
+
+    def partition(self, image_size: int) -> tuple[FaceRecords, np.ndarray, np.ndarray, set[str]]:
+        """(records, role per record: 0 base-train, 1 base-test, 2 novel-enrol, 3 novel-test, -1 unused, novel ids)"""
+        if image_size in self._cache:
+            return self._cache[image_size]
+        records = self.source.load(image_size)
+        excluded = self._excluded_people()
+        if excluded:
+            records = exclude_identities(records, excluded, what="excluded pairs-file")
+        rng = np.random.default_rng(self.seed)
+        names, inverse, counts = np.unique(records.identities.astype(str), return_inverse=True, return_counts=True)
+        candidates = np.flatnonzero(counts >= 2)
+        if len(candidates) < self.num_novel:
+            raise ValueError(f"one-shot split: only {len(candidates)} identities have >= 2 images, "
+                             f"num_novel={self.num_novel}")
+        novel = set(rng.choice(candidates, self.num_novel, replace=False).tolist())
+        role = np.zeros(len(records), dtype=np.int64)
+        for c in range(len(names)):
+            idx = np.flatnonzero(inverse == c)
+            idx = idx[rng.permutation(len(idx))]
+            if c in novel:
+                role[idx[0]], role[idx[1:]] = 2, 3
+            elif counts[c] >= self.base_test_min_images:
+                role[idx[:self.base_test_per_class]] = 1
+        novel_names = {names[c] for c in novel}
+        self._cache[image_size] = (records, role, inverse, novel_names)
+        return self._cache[image_size]
+
+    # -- training side: what the training data must not contain ---------------------------------------------
+    def identities(self) -> set[str]:
+        """Novel identities: never in training (the DataModule checks it)."""
+        return self.partition(self._size)[3] if hasattr(self, "_size") else set()
+
+    def filter_training(self, records: FaceRecords, image_size: int) -> FaceRecords:
+        """Drop novel identities and base test images from the training records (matched by path or by the
+        identity's k-th image for rendered sources)."""
+        self._size = image_size
+        part, role, _, novel = self.partition(image_size)
+        held_out = {k for k, r in zip(_keys(part), role) if r in (1, 2, 3)}
+        keep = np.array([k not in held_out for k in _keys(records)], dtype=bool)
+        log.info("one-shot split %s: %d novel identities, %d training images held out", self.name, len(novel),
+                 int((~keep).sum()))
+        return records.subset(np.flatnonzero(keep))
+
+    # -- benchmark side ----------------------------------------------------------------------------------------
+    def load(self, image_size: int, cache_dir: str | None = None) -> IdentificationSet:
+        from facelearn.data.images import FaceCrop
+        part, role, inverse, novel = self.partition(image_size)
+        used = np.flatnonzero(role >= 0)
+        sub = part.subset(used)
+        images = sub.decode(FaceCrop(image_size, sub.meta.get("center_crop")), cache_dir)
+        r = role[used]
+        _, labels = np.unique(inverse[used], return_inverse=True)
+        return IdentificationSet(self.name, images, labels.astype(np.int64), enrol=np.isin(r, (0, 2)),
+                                 novel=np.isin(r, (2, 3)), identities=novel)
+
+
+def _keys(records: FaceRecords) -> list[str]:
+    if records.paths is not None:
+        return list(records.paths)
+    seen: dict[str, int] = {}
+    keys = []
+    for ident in records.identities.tolist():
+        k = seen.get(ident, 0)
+        seen[ident] = k + 1
+        keys.append(f"{ident}#{k}")
+    return keys
