@@ -173,3 +173,15 @@ def test_dm_joint_end_to_end(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     lst = ckpt["callbacks"]["DoppelgangerCallback"]["doppelganger"]
     assert int((lst >= 0).sum()) > 0  # the list is in the checkpoint
+
+
+def test_evaluate_cli_reports_cosine_and_ida_columns(trained, tmp_path):
+    _, run_dir, _ = trained
+    proc = run_cli([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "ida=both", "ida.ida_l.epochs=3"],
+                   tmp_path, module="facelearn.evaluate")
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| benchmark"))
+    assert "cosine" in header and "ida_r" in header and "ida_l" in header
+    out = json.loads(only((tmp_path / "logs" / "evaluate" / "runs").glob("*/evaluation.json")).read_text())
+    m = out["metrics"]["synthetic"]
+    assert 0.5 <= m["ida_r/accuracy"] <= 1 and 0.5 <= m["ida_l/accuracy"] <= 1
+    assert only((tmp_path / "logs" / "evaluate" / "runs").glob("*/ida_l_regressor.pt")).is_file()

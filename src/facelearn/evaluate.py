@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import time
 import warnings
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facelearn.build import build_module
 from facelearn.eval.benchmark import evaluate_set, format_identification_table, format_table
+from facelearn.eval.scorers import CosineScorer
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
@@ -47,10 +49,25 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError("no benchmarks: the checkpoint's config has none; choose one, e.g. benchmark=lfw_view1")
     image_size = cfg.image_size or run_cfg.data.image_size
     cache_dir = cfg.paths.cache_dir
+    scorers = {"cosine": CosineScorer(), **{k: instantiate(v) for k, v in (cfg.get("ida") or {}).items()}}
+    datamodule = None
+    if any(getattr(s, "needs_training_data", False) for s in scorers.values()):
+        # IDA anchors (real-db) and the IDA-L regressor come from the run's own training data
+        datamodule = instantiate(run_cfg.data, cache_dir=cache_dir)  # same exclusions as in training
+        datamodule.setup("fit")
     results = {}
     for name, spec_cfg in bench_cfg.items():
-        pair_set = instantiate(spec_cfg).load(image_size, cache_dir)
-        results[name] = evaluate_set(module, pair_set, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
+        bench_set = instantiate(spec_cfg).load(image_size, cache_dir)
+        if datamodule is not None:
+            datamodule.benchmark_sets[name] = bench_set
+    for scorer in scorers.values():
+        t0 = time.perf_counter()
+        scorer.fit(module, datamodule)
+        log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
+    for name, spec_cfg in bench_cfg.items():
+        bench_set = (datamodule.benchmark_sets[name] if datamodule is not None
+                     else instantiate(spec_cfg).load(image_size, cache_dir))
+        results[name] = evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
     print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
           f"{format_identification_table(results)}\n", flush=True)
     out = os.path.join(cfg.paths.output_dir, cfg.output_file)

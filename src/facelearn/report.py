@@ -1,6 +1,7 @@
 """Tables from finished runs: ``python -m facelearn.report DIR [DIR ...] [--benchmark NAME] [--metrics ...]``.
 
-Every run directory below the given paths that holds ``benchmark_metrics.json`` is one job; its label is its
+Every run directory below the given paths that holds ``benchmark_metrics.json`` (training) or ``evaluation.json``
+(``facelearn.evaluate``) is one job; its label is its
 Hydra overrides (``.hydra/overrides.yaml``) without ``seed=`` and the ``paths.*`` keys, so runs that differ only by
 seed are one row with mean ± std over seeds (the count is shown). Prints a Markdown table; ``--csv`` writes one too.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 DEFAULT_METRICS = ("accuracy", "auc", "tar@far=0.1", "tar@far=0.01")
-_IGNORED_PREFIXES = ("seed=", "paths.", "hydra.", "trainer.enable_progress_bar")
+_IGNORED_PREFIXES = ("seed=", "paths.", "hydra.", "trainer.enable_progress_bar", "ckpt_path=")
 
 
 def find_runs(roots: list[str]) -> list[Path]:
@@ -27,7 +28,8 @@ def find_runs(roots: list[str]) -> list[Path]:
         p = Path(root)
         if not p.exists():
             raise FileNotFoundError(f"report: {p} does not exist")
-        runs += sorted(f.parent for f in p.rglob("benchmark_metrics.json"))
+        # training runs write benchmark_metrics.json, evaluations evaluation.json
+        runs += sorted({f.parent for name in ("benchmark_metrics.json", "evaluation.json") for f in p.rglob(name)})
     return runs
 
 
@@ -44,7 +46,8 @@ def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dic
     common = [o for o in overrides[0] if all(o in ov for ov in overrides[1:])] if len(runs) > 1 else []
     rows: dict[str, list[dict[str, float]]] = defaultdict(list)
     for run, ov in zip(runs, overrides):
-        data = json.loads((run / "benchmark_metrics.json").read_text())["metrics"]
+        file = run / "benchmark_metrics.json"
+        data = json.loads((file if file.is_file() else run / "evaluation.json").read_text())["metrics"]
         name = benchmark or next(iter(data))
         if name not in data:
             raise KeyError(f"{run}: no benchmark {name!r} (has {sorted(data)})")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     runs = find_runs(args.dirs)
     if not runs:
-        sys.exit(f"report: no benchmark_metrics.json under {args.dirs}")
+        sys.exit(f"report: no benchmark_metrics.json or evaluation.json under {args.dirs}")
     rows, common = collect(runs, args.benchmark)
     t = table(rows, tuple(args.metrics))
     print(to_markdown(t))

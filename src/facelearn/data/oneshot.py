@@ -114,3 +114,44 @@ def _keys(records: FaceRecords) -> list[str]:
         seen[ident] = k + 1
         keys.append(f"{ident}#{k}")
     return keys
+
+
+class IdentificationFolder:
+    """Closed-set identification from an identity folder (MegaFace-style at small scale): per identity
+    ``enrol_per_class`` gallery image(s), the rest are probes; every image of ``distractors`` (a folder of other
+    people) joins the gallery as its own class. Reports ``probe/top1`` (rank-1) and coverage@precision."""
+
+    def __init__(self, root: str, distractors: str | None = None, enrol_per_class: int = 1,
+                 center_crop: int | None = None, seed: int = 0, name: str = "identification") -> None:
+        self.root, self.distractors, self.enrol_per_class = root, distractors, enrol_per_class
+        self.center_crop, self.seed, self.name = center_crop, seed, name
+
+    def identities(self) -> set[str]:
+        from facelearn.data.records import IdentityFolder
+        return IdentityFolder(self.root).load(0).identity_set
+
+    def load(self, image_size: int, cache_dir: str | None = None) -> IdentificationSet:
+        from facelearn.data.images import FaceCrop, decode_images
+        from facelearn.data.records import IdentityFolder
+        rec = IdentityFolder(self.root).load(image_size)
+        names, labels, counts = np.unique(rec.identities.astype(str), return_inverse=True, return_counts=True)
+        if (counts <= self.enrol_per_class).any():
+            bad = names[counts <= self.enrol_per_class][:5].tolist()
+            raise ValueError(f"{self.root}: identities {bad} have no probe image beyond the "
+                             f"{self.enrol_per_class} gallery image(s)")
+        rng = np.random.default_rng(self.seed)
+        enrol = np.zeros(len(rec), bool)
+        for c in range(len(names)):
+            idx = np.flatnonzero(labels == c)
+            enrol[rng.choice(idx, self.enrol_per_class, replace=False)] = True
+        paths, labels = list(rec.paths), labels.astype(np.int64)
+        novel = np.zeros(len(rec), bool)
+        if self.distractors:
+            extra = [str(p) for p in sorted(__import__("pathlib").Path(self.distractors).rglob("*"))
+                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")]
+            paths += extra
+            labels = np.r_[labels, len(names) + np.arange(len(extra))]
+            enrol = np.r_[enrol, np.ones(len(extra), bool)]
+            novel = np.r_[novel, np.zeros(len(extra), bool)]
+        images = decode_images(paths, FaceCrop(image_size, self.center_crop), cache_dir)
+        return IdentificationSet(self.name, images, labels, enrol, novel, set(names.tolist()))

@@ -104,7 +104,10 @@ def evaluate_identification_set(module: Any, id_set: IdentificationSet, batch_si
     """One-shot identification: ``novel/...`` and ``base/...`` top-1 and coverage@precision metrics."""
     emb = embed_images(module, id_set.images, batch_size, rank, world_size)
     labels = torch.from_numpy(id_set.labels)
-    groups = {"novel": torch.from_numpy(id_set.novel), "base": torch.from_numpy(~id_set.novel)}
+    if id_set.novel.any():  # one-shot protocol: novel and base classes reported apart
+        groups = {"novel": torch.from_numpy(id_set.novel), "base": torch.from_numpy(~id_set.novel)}
+    else:  # plain identification (with distractors in the gallery)
+        groups = {"probe": torch.ones(len(id_set.labels), dtype=torch.bool)}
     return identification_metrics(emb, labels, torch.from_numpy(id_set.enrol), groups)
 
 
@@ -122,23 +125,32 @@ def format_identification_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
-def format_table(results: dict[str, dict[str, float]], fars: tuple[float, ...] = DEFAULT_FARS) -> str:
-    """Plain-text table: one row per benchmark (and scorer), accuracy ± std, AUC and TAR@FAR columns."""
-    def fmt(v: float) -> str:
-        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
-    header = ["benchmark", "accuracy (%)", "AUC (%)"] + [f"TAR@FAR={f:g} (%)" for f in fars]
-    rows = []
-    for bench, m in results.items():
-        if "accuracy" not in m and not any(k.endswith("/accuracy") for k in m):
-            continue  # identification sets have their own table
-        scorer_names = sorted({k.split("/")[0] for k in m if "/" in k.split("tar@")[0]})
-        for prefix in [""] + [s + "/" for s in scorer_names]:
-            if prefix + "accuracy" not in m:
-                continue
-            label = bench + (f" [{prefix[:-1]}]" if prefix else "")
-            acc = f"{fmt(m[prefix + 'accuracy'])} ± {fmt(m[prefix + 'accuracy_std'])}"
-            rows.append([label, acc, fmt(m[prefix + "auc"])] + [fmt(m.get(f"{prefix}tar@far={f:g}")) for f in fars])
+
+def format_table(results: dict[str, dict[str, float]], fars: tuple[float, ...] = DEFAULT_FARS) -> str:
+    """Plain-text table of the verification results. One scorer (cosine): one row per benchmark with accuracy ±
+    std, AUC and TAR@FAR columns. Several scorers: per benchmark, one row per metric and the scorers as columns."""
+    verif = {b: m for b, m in results.items() if "accuracy" in m}
+    scorers = ["cosine"] + sorted({k.split("/")[0] for m in verif.values() for k in m
+                                   if k.endswith("/accuracy")})
+    if len(scorers) == 1:
+        header = ["benchmark", "accuracy (%)", "AUC (%)"] + [f"TAR@FAR={f:g} (%)" for f in fars]
+        rows = [[b, f"{_fmt(m['accuracy'])} ± {_fmt(m['accuracy_std'])}", _fmt(m["auc"])]
+                + [_fmt(m.get(f"tar@far={f:g}")) for f in fars] for b, m in verif.items()]
+    else:
+        header = ["benchmark", "metric (%)"] + scorers
+        rows = []
+        for b, m in verif.items():
+            def get(scorer: str, key: str) -> float | None:
+                return m.get(key if scorer == "cosine" else f"{scorer}/{key}")
+            rows.append([b, "accuracy"] + [f"{_fmt(get(s, 'accuracy'))} ± {_fmt(get(s, 'accuracy_std'))}"
+                                           for s in scorers])
+            rows.append([b, "AUC"] + [_fmt(get(s, "auc")) for s in scorers])
+            rows += [[b, f"TAR@FAR={f:g}"] + [_fmt(get(s, f"tar@far={f:g}")) for s in scorers] for f in fars]
+    if not rows:
+        return ""
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
@@ -158,15 +170,16 @@ class BenchmarkCallback(pl.Callback):
         if every_n_epochs < 1:
             raise ValueError(f"callbacks.benchmark.every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs, self.batch_size, self.fars = every_n_epochs, batch_size, tuple(fars)
-        self.scorers = dict(scorers) if scorers else {"cosine": CosineScorer()}
+        # cosine always; IDA-R / IDA-L etc. when configured (``ida=...``)
+        self.scorers = {"cosine": CosineScorer(), **{k: v for k, v in dict(scorers or {}).items() if v is not None}}
         self.output_dir, self.output_file, self.run_after_fit = output_dir, output_file, run_after_fit
         self.last_results: dict[str, dict[str, float]] = {}
         self._last_step = -1
 
     def run(self, trainer: pl.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
         sets: dict[str, PairSet] = getattr(trainer.datamodule, "benchmark_sets", {})
-        sync_buffers(pl_module, trainer.world_size)
         results = {}
+        sync_buffers(pl_module, trainer.world_size)
         for scorer in self.scorers.values():
             scorer.fit(pl_module, trainer.datamodule)
         for name, pair_set in sets.items():

@@ -1,17 +1,188 @@
-"""Pair scorers: map embeddings and index pairs to similarity scores (higher = same person)."""
+"""Pair scorers: map embeddings and index pairs to similarity scores (higher = same person).
+
+A benchmark embeds its images once and asks every configured scorer for pair scores, so cosine, IDA-R and IDA-L
+appear side by side (``bench/<set>/<scorer>/<metric>``). A scorer may need preparation from the trained model
+(``fit(module, datamodule)``): IDA builds its anchor embedding set there.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
+
+from facelearn.data.images import FaceCrop, decode_images
+from facelearn.data.records import IMAGE_EXTENSIONS
+from facelearn.eval.ida import AnchorIndex, SupportSetRegressor, fit_regressor, log_dao, log_density, \
+    pick_one_per_class
+
+log = logging.getLogger(__name__)
+
+ANCHOR_SOURCES = ("real-db", "fc-weights", "folder")
 
 
 class CosineScorer:
     """Cosine similarity of L2-normalised embeddings (the default)."""
 
-    name = "cosine"
+    needs_training_data = False
 
-    def fit(self, module, datamodule=None) -> None:  # noqa: D401 - nothing to prepare
+    def fit(self, module: Any, datamodule: Any = None) -> None:
         return None
 
     def __call__(self, embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         return (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(1)
+
+
+def _folder_images(root: str) -> tuple[list[str], list[str]]:
+    """All image files below ``root`` (recursively) and their parent folder names (identity where it is one)."""
+    paths = sorted(str(p) for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not paths:
+        raise ValueError(f"ida anchors folder {root} holds no images ({IMAGE_EXTENSIONS})")
+    return paths, [Path(p).parent.name for p in paths]
+
+
+class AnchorSet:
+    """Builds the anchor embedding set of IDA (§3.2) from the model being evaluated.
+
+    ``real-db``: one random image per training identity, embedded by the model; ``fc-weights``: the classifier's
+    prototypes; ``folder``: every image below ``folder`` (e.g. GAN-generated faces, the paper's fake-db). At most
+    ``max_anchors`` (a seeded subset). Anchors never contain benchmark identities: real-db draws from the training
+    identities (already checked disjoint from every benchmark), a folder whose sub-folder names match a benchmark
+    identity is rejected.
+    """
+
+    def __init__(self, anchors: str = "real-db", max_anchors: int = 50000, seed: int = 0, folder: str | None = None,
+                 center_crop: int | None = None) -> None:
+        if anchors not in ANCHOR_SOURCES:
+            raise ValueError(f"ida anchors must be one of {ANCHOR_SOURCES}, got {anchors!r}")
+        if anchors == "folder" and not folder:
+            raise ValueError("ida anchors=folder needs ida.<scorer>.folder=/path/to/images")
+        self.source, self.max_anchors, self.seed = anchors, max_anchors, seed
+        self.folder, self.center_crop = folder, center_crop
+        self.dataset_index: np.ndarray | None = None  # training-image index of each real-db anchor
+
+    def build(self, module: Any, datamodule: Any) -> torch.Tensor:
+        from facelearn.eval.benchmark import embed_images
+        if self.source == "fc-weights":
+            head = getattr(module, "head", None)
+            if head is None or getattr(head, "weight", None) is None:
+                raise ValueError("ida anchors=fc-weights needs a model whose head owns prototypes (conventional)")
+            w = head.weight.detach().float().cpu()
+            keep = np.random.default_rng(self.seed).permutation(len(w))[:self.max_anchors]
+            return torch.nn.functional.normalize(w[np.sort(keep)], dim=1)
+        if self.source == "real-db":
+            ds = getattr(datamodule, "train_dataset", None)
+            if ds is None:
+                raise ValueError("ida anchors=real-db needs the training data (datamodule.setup('fit'))")
+            idx = pick_one_per_class(ds.labels.numpy(), self.max_anchors, self.seed)
+            names = {ds.class_names[c] for c in ds.labels[idx].tolist()}
+            for bname, bset in getattr(datamodule, "benchmark_sets", {}).items():
+                overlap = names & (bset.identities or set())
+                if overlap:
+                    raise ValueError(f"ida real-db anchors include identities of benchmark {bname!r} "
+                                     f"(e.g. {sorted(overlap)[:5]}): the model was trained on test people")
+            self.dataset_index = idx
+            return embed_images(module, ds.images[idx].numpy())
+        paths, names = _folder_images(self.folder)
+        bench_ids = set()
+        for s in getattr(datamodule, "benchmark_sets", {}).values():
+            bench_ids |= s.identities or set()
+        overlap = set(names) & bench_ids
+        if overlap:
+            raise ValueError(f"ida anchor folder {self.folder} contains benchmark identities {sorted(overlap)[:5]}: "
+                             "anchors must never contain test identities")
+        rng = np.random.default_rng(self.seed)
+        keep = np.sort(rng.permutation(len(paths))[:self.max_anchors])
+        size = datamodule.image_size
+        images = decode_images([paths[i] for i in keep], FaceCrop(size, self.center_crop),
+                               getattr(datamodule, "cache_dir", None))
+        return embed_images(module, images)
+
+
+class IDARScorer:
+    """IDA-R (Algorithm 1): support sets = the k most similar anchors; score = log DAO (eq. 4)."""
+
+    needs_training_data = True
+
+    def __init__(self, k: int = 10, tau: float = 1.0, anchors: str = "real-db", max_anchors: int = 50000,
+                 seed: int = 0, folder: str | None = None, backend: str = "faiss", kind: str = "flat",
+                 use_gpu: bool = False, center_crop: int | None = None) -> None:
+        self.k, self.tau = k, tau
+        self.anchor_set = AnchorSet(anchors, max_anchors, seed, folder, center_crop)
+        self.index_kw = dict(backend=backend, kind=kind, use_gpu=use_gpu)
+        self.index: AnchorIndex | None = None
+
+    def fit(self, module: Any, datamodule: Any = None) -> None:
+        self.index = AnchorIndex(self.anchor_set.build(module, datamodule), **self.index_kw)
+        log.info("IDA-R: %d anchors (%s), k=%d, tau=%g", len(self.index), self.anchor_set.source, self.k, self.tau)
+
+    def log_density(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if self.index is None:
+            raise RuntimeError("IDA-R scorer used before fit()")
+        sims, _ = self.index.search(embeddings, self.k)
+        return log_density(sims, self.tau)
+
+    def __call__(self, embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        lf = self.log_density(embeddings)
+        cos = (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(1)
+        return log_dao(cos, lf[pairs[:, 0]], lf[pairs[:, 1]], self.tau)
+
+
+class IDALScorer(IDARScorer):
+    """IDA-L (§3.2, eq. 6): a regressor predicts log F from the embedding; no anchor search at evaluation.
+
+    ``fit`` trains the regressor stage-wise on the frozen model: targets are log F of (up to ``max_train``)
+    training-image embeddings from the anchor set (a real-db anchor never supports its own image). It is saved to
+    ``save_path`` and reloaded from ``regressor_path`` when given.
+    """
+
+    def __init__(self, k: int = 10, tau: float = 1.0, anchors: str = "real-db", max_anchors: int = 50000,
+                 seed: int = 0, folder: str | None = None, hidden: int = 256, epochs: int = 30,
+                 max_train: int = 50000, regressor_path: str | None = None, save_path: str | None = None,
+                 backend: str = "faiss", center_crop: int | None = None) -> None:
+        super().__init__(k, tau, anchors, max_anchors, seed, folder, backend, "flat", False, center_crop)
+        self.hidden, self.epochs, self.max_train = hidden, epochs, max_train
+        self.regressor_path, self.save_path = regressor_path, save_path
+        self.regressor: SupportSetRegressor | None = None
+        self.train_mse: float | None = None
+
+    @property
+    def needs_training_data(self) -> bool:  # type: ignore[override]
+        return self.regressor_path is None
+
+    def fit(self, module: Any, datamodule: Any = None) -> None:
+        if self.regressor_path:
+            state = torch.load(self.regressor_path, map_location="cpu", weights_only=True)
+            self.regressor = SupportSetRegressor(int(state["embedding_size"]), int(state["hidden"]))
+            self.regressor.load_state_dict(state["state_dict"])
+            self.regressor.eval()
+            return
+        from facelearn.eval.benchmark import embed_images
+        super().fit(module, datamodule)
+        ds = datamodule.train_dataset
+        rng = np.random.default_rng(self.anchor_set.seed + 1)
+        train_idx = np.sort(rng.permutation(len(ds))[:self.max_train])
+        emb = embed_images(module, ds.images[train_idx].numpy())
+        sims, idx = self.index.search(emb, min(self.k + 1, len(self.index)))
+        if self.anchor_set.dataset_index is not None:  # drop an anchor that is the query image itself
+            own = torch.from_numpy(self.anchor_set.dataset_index)[idx] == torch.from_numpy(train_idx)[:, None]
+            order = torch.argsort(own.int(), dim=1, stable=True)  # self-matches last
+            sims = sims.gather(1, order)
+        targets = log_density(sims[:, :self.k], self.tau).float()
+        self.regressor, self.train_mse = fit_regressor(emb, targets, self.hidden, self.epochs,
+                                                       seed=self.anchor_set.seed)
+        log.info("IDA-L regressor: %d training embeddings, train MSE on log F %.4g", len(emb), self.train_mse)
+        if self.save_path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.save_path)), exist_ok=True)
+            torch.save({"state_dict": self.regressor.state_dict(), "embedding_size": emb.shape[1],
+                        "hidden": self.hidden, "k": self.k, "tau": self.tau}, self.save_path)
+
+    def log_density(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if self.regressor is None:
+            raise RuntimeError("IDA-L scorer used before fit()")
+        with torch.no_grad():
+            return self.regressor(embeddings.float()).double()

@@ -1,0 +1,140 @@
+"""IDA: DAO by hand, log-space equivalence, FAISS vs torch search, anchor identity checks, IDA-L regression."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from facelearn.eval.ida import AnchorIndex, dao, fit_regressor, log_dao, log_density
+from facelearn.eval.scorers import AnchorSet, IDARScorer
+
+
+def unit(deg):
+    r = math.radians(deg)
+    return torch.tensor([math.cos(r), math.sin(r)], dtype=torch.float64)
+
+
+def test_dao_by_hand_two_pairs_and_symmetry():
+    # pair 1: f1 at 0°, f2 at acos(0.6) = 53.13°: cos = 0.6; support sims s1 = (0.5, 0.2), s2 = (0.9, 0.1)
+    a2 = math.degrees(math.acos(0.6))
+    f1, f2 = unit(0), unit(a2)
+    sup1 = torch.stack([unit(math.degrees(math.acos(0.5))), unit(math.degrees(math.acos(0.2)))])
+    sup2 = torch.stack([unit(a2 + math.degrees(math.acos(0.9))), unit(a2 - math.degrees(math.acos(0.1)))])
+    # F1 = 1 / (e^0.5 + e^0.2) = 0.348417, F2 = 1 / (e^0.9 + e^0.1) = 0.280523; DAO = e^0.6 (F1 + F2) = 1.146005
+    # pair 2: the same with τ = 2: F1 = 1/(e + e^0.4) = 0.237524, F2 = 1/(e^1.8 + e^0.2) = 0.137532,
+    # DAO = e^1.2 x 0.375056 = 1.245228
+    got = dao(torch.stack([f1, f1]), torch.stack([f2, f2]), torch.stack([sup1, sup1]), torch.stack([sup2, sup2]))
+    assert got[0].item() == pytest.approx(1.146005, abs=1e-5)
+    tau2 = dao(f1[None], f2[None], sup1[None], sup2[None], tau=2.0)
+    assert tau2.item() == pytest.approx(1.245228, abs=1e-5)
+    assert dao(f2[None], f1[None], sup2[None], sup1[None]).item() == pytest.approx(got[0].item())  # commutative
+    lf1, lf2 = log_density(torch.tensor([[0.5, 0.2]])), log_density(torch.tensor([[0.9, 0.1]]))
+    assert log_dao(torch.tensor([0.6]), lf1, lf2).exp().item() == pytest.approx(1.146005, abs=1e-5)
+
+
+def test_log_dao_is_stable_and_keeps_order():
+    sims = torch.full((1, 10), 0.99)
+    lf = log_density(sims, tau=1000.0)  # exp(990) overflows float64; the log form does not
+    assert torch.isfinite(lf).all()
+    cos = torch.linspace(-1, 1, 50)
+    scores = log_dao(cos, lf.expand(50), (lf - 1).expand(50), tau=1000.0)
+    assert torch.isfinite(scores).all() and (scores.diff() > 0).all()
+
+
+def test_faiss_and_torch_search_agree():
+    torch.manual_seed(0)
+    anchors, queries = torch.randn(3000, 32), torch.randn(500, 32)
+    fs, fi = AnchorIndex(anchors, backend="faiss").search(queries, 10)
+    ts, ti = AnchorIndex(anchors, backend="torch", chunk=128).search(queries, 10)
+    assert torch.allclose(fs, ts, atol=1e-5)
+    assert (fi == ti).float().mean() > 0.999  # equal up to exact ties
+    hs, _ = AnchorIndex(anchors, kind="hnsw").search(queries, 10)
+    assert (hs[:, 0] - fs[:, 0]).abs().max() < 0.05  # approximate index: close to exact
+    with pytest.raises(ValueError, match="needs faiss"):
+        AnchorIndex(anchors, backend="torch", kind="ivf")
+    with pytest.raises(ValueError, match="anchor set size"):
+        AnchorIndex(anchors[:5]).search(queries, 10)
+
+
+class _Module(torch.nn.Module):
+    """Embeds images as their normalised flattened pixels (deterministic stand-in for a trained model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = None
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def embed(self, images):
+        return torch.nn.functional.normalize(images.float().flatten(1), dim=1)
+
+
+def test_anchor_folder_rejects_benchmark_identities(tmp_path):
+    from PIL import Image
+
+    for person in ("alice", "bob"):
+        (tmp_path / person).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / person / "1.png")
+
+    class _Set:
+        identities = {"bob", "carol"}
+
+    class _DM:
+        image_size, cache_dir, benchmark_sets = 8, None, {"lfw": _Set()}
+
+    with pytest.raises(ValueError, match="benchmark identities.*bob"):
+        AnchorSet("folder", folder=str(tmp_path)).build(_Module(), _DM())
+    _Set.identities = {"carol"}
+    assert AnchorSet("folder", folder=str(tmp_path)).build(_Module(), _DM()).shape == (2, 192)
+
+
+def test_real_db_one_image_per_training_identity_and_overlap_check():
+    from facelearn.data.datamodule import FaceImageDataset
+
+    images = np.random.default_rng(0).integers(0, 255, (12, 3, 4, 4), dtype=np.uint8)
+    labels = np.repeat(np.arange(4), 3)
+
+    class _Set:
+        identities = {"x"}
+
+    class _DM:
+        train_dataset = FaceImageDataset(images, labels, ["a", "b", "c", "d"])
+        benchmark_sets = {"t": _Set()}
+
+    aset = AnchorSet("real-db", seed=1)
+    emb = aset.build(_Module(), _DM())
+    assert emb.shape == (4, 48) and sorted(labels[aset.dataset_index].tolist()) == [0, 1, 2, 3]
+    _Set.identities = {"c"}
+    with pytest.raises(ValueError, match="trained on test people"):
+        AnchorSet("real-db").build(_Module(), _DM())
+
+
+def test_ida_l_regressor_fits_a_known_density():
+    torch.manual_seed(0)
+    # a density that varies strongly over the sphere: 300 anchors clustered around e_0, 100 uniform
+    cluster = torch.eye(8)[0] + 0.3 * torch.randn(300, 8)
+    anchors = torch.nn.functional.normalize(torch.cat([cluster, torch.randn(100, 8)]), dim=1)
+    emb = torch.nn.functional.normalize(torch.randn(2000, 8) + torch.eye(8)[0] * torch.rand(2000, 1) * 2, dim=1)
+    sims, _ = AnchorIndex(anchors).search(emb, 10)
+    target = log_density(sims, tau=4.0).float()
+    reg, mse = fit_regressor(emb, target, hidden=64, epochs=40)
+    assert mse < 0.2 * float(target.var())  # R^2 > 0.8 on the training embeddings
+    held = torch.nn.functional.normalize(torch.randn(500, 8) + torch.eye(8)[0] * torch.rand(500, 1) * 2, dim=1)
+    held_target = log_density(AnchorIndex(anchors).search(held, 10)[0], tau=4.0).float()
+    with torch.no_grad():
+        assert float(((reg(held) - held_target) ** 2).mean()) < 0.3 * float(held_target.var())  # and generalises
+
+
+def test_ida_r_scorer_pairs():
+    torch.manual_seed(1)
+    sc = IDARScorer(k=3, tau=2.0)
+    sc.index = AnchorIndex(torch.randn(50, 4))
+    emb = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    pairs = torch.tensor([[0, 1], [2, 3], [1, 0]])
+    s = sc(emb, pairs)
+    assert s[0] == pytest.approx(s[2].item())  # commutative
+    lf = sc.log_density(emb)
+    assert s[1].item() == pytest.approx(2.0 * float(emb[2] @ emb[3]) + float(torch.logaddexp(lf[2], lf[3])))
