@@ -33,9 +33,20 @@ class FaceImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i], self.labels[i]
 
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one indexing op (the DataLoader calls this instead of per-sample __getitem__ +
+        collate); see benchmarks/dataloader.py for the measured speed-up."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images.index_select(0, idx), self.labels.index_select(0, idx)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def batch_passthrough(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """collate_fn for datasets whose ``__getitems__`` already returns a batch."""
+    return batch
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -126,7 +137,7 @@ class FaceDataModule(pl.LightningDataModule):
             raise ValueError(f"data.batch_size={self.batch_size} exceeds the {len(ds)} training images")
         # An own generator: creating the loader's iterator then draws its worker base seed from it, not from the
         # global RNG, so a resumed run's global RNG (augmentation) continues exactly where the checkpoint left it.
-        common = dict(num_workers=self.num_workers, worker_init_fn=_seed_worker,
+        common = dict(num_workers=self.num_workers, worker_init_fn=_seed_worker, collate_fn=batch_passthrough,
                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(self.seed))
         if self.sampler_factory is not None:
