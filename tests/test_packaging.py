@@ -9,9 +9,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_non_editable_install_finds_configs(tmp_path):
+    import shutil
+
+    # Build from a copy: setuptools writes build/ next to the sources, which must not land in the repository.
+    src = tmp_path / "src_copy"
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / f, src / f)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "--target", str(target), str(src)], check=True, capture_output=True, timeout=300)
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run([sys.executable, "-c", "import facelearn; print(facelearn.__file__)"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, check=True)

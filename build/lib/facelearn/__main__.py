@@ -1,3 +1,0 @@
-from facelearn.train import main
-
-main()
