@@ -36,6 +36,8 @@ def find_runs(roots: list[str]) -> list[Path]:
 def run_overrides(run: Path) -> list[str]:
     """The run's Hydra overrides without seed and paths (what distinguishes it from its neighbours)."""
     ov_file = run / ".hydra" / "overrides.yaml"
+    if not ov_file.is_file():  # results copied out of a run dir keep it beside the metrics
+        ov_file = run / "overrides.yaml"
     overrides = yaml.safe_load(ov_file.read_text()) if ov_file.is_file() else []
     return [o for o in overrides if not o.startswith(_IGNORED_PREFIXES)]
 
