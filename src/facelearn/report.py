@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -29,7 +30,9 @@ def find_runs(roots: list[str]) -> list[Path]:
         if not p.exists():
             raise FileNotFoundError(f"report: {p} does not exist")
         # training runs write benchmark_metrics.json, evaluations evaluation.json
-        runs += sorted({f.parent for name in ("benchmark_metrics.json", "evaluation.json") for f in p.rglob(name)})
+        found = {f.parent for name in ("benchmark_metrics.json", "evaluation.json") for f in p.rglob(name)}
+        # natural order, so multirun jobs 0, 1, 2, ..., 10 keep their launch order
+        runs += sorted(found, key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(r))])
     return runs
 
 
