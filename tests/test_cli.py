@@ -185,3 +185,13 @@ def test_evaluate_cli_reports_cosine_and_ida_columns(trained, tmp_path):
     m = out["metrics"]["synthetic"]
     assert 0.5 <= m["ida_r/accuracy"] <= 1 and 0.5 <= m["ida_l/accuracy"] <= 1
     assert only((tmp_path / "logs" / "evaluate" / "runs").glob("*/ida_l_regressor.pt")).is_file()
+
+
+def test_lifted_and_margin_alone_train(tmp_path):
+    """The remaining pair losses without a classifier, one multirun (M-per-class batches)."""
+    run_cli(["-m", "+experiment=conventional_deep", "head=none", "loss=lifted,margin", "data/sampler=m_per_class",
+             "data.sampler.images_per_class=2", *TINY, "trainer.max_epochs=1"], tmp_path)
+    sweep = only((tmp_path / "logs" / "multiruns").iterdir())
+    for job in ("0", "1"):
+        m = json.loads((sweep / job / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
+        assert math.isfinite(m["accuracy"]) and m["accuracy"] >= 0.5
