@@ -56,7 +56,8 @@ def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dic
         name = benchmark or next(iter(data))
         if name not in data:
             raise KeyError(f"{run}: no benchmark {name!r} (has {sorted(data)})")
-        label = " ".join(o for o in ov if o not in common) or run.name
+        # runs that differ only by seed share a label (and are averaged)
+        label = " ".join(o for o in ov if o not in common) or "(common overrides)" if ov else run.name
         rows[label].append({k: (math.nan if v is None else v) for k, v in data[name].items()})
     return rows, common
 
