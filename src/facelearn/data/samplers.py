@@ -114,31 +114,14 @@ class MPerClassBatchSampler(_ResumableBatchSampler):
         return batches
 
 
-class IdentityPairSampler(_ResumableBatchSampler):
+class IdentityPairSampler(MPerClassBatchSampler):
     """Each identity once per epoch with two distinct images: batches are ``[x1_0, x2_0, x1_1, x2_1, ...]``
     (``batch_size / 2`` identities). On deep data the two images are drawn at random every epoch (SST
-    supplementary §1.1); identities with a single image are skipped (counted in ``skipped``)."""
+    supplementary §1.1); identities with a single image are skipped (counted in ``skipped``). It is the
+    M-per-class sampler with two images per class, which never repeats an image when a class has two or more."""
 
     def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, num_replicas: int = 1,
                  rank: int = 0) -> None:
-        super().__init__(batch_size, seed, num_replicas, rank)
         if batch_size % 2:
             raise ValueError(f"data.batch_size={batch_size} must be even for identity pairs")
-        self.p = batch_size // 2
-        self.groups = _by_class(labels)
-        self.classes = [i for i, g in enumerate(self.groups) if len(g) >= 2]
-        self.skipped = len(self.groups) - len(self.classes)
-        if len(self.classes) < self.p * num_replicas:
-            raise ValueError(f"identity-pair sampler: {len(self.classes)} identities with 2+ images cannot fill "
-                             f"one global batch of {self.p} identities x {num_replicas} ranks")
-
-    def global_batches(self, epoch: int) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        classes = rng.permutation(self.classes)
-        batches = []
-        for start in range(0, len(classes) - self.p + 1, self.p):
-            batch = []
-            for c in classes[start:start + self.p]:
-                batch += rng.choice(self.groups[c], 2, replace=False).tolist()
-            batches.append(batch)
-        return batches
+        super().__init__(labels, batch_size, images_per_class=2, seed=seed, num_replicas=num_replicas, rank=rank)
