@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -159,10 +158,3 @@ class FaceDataModule(pl.LightningDataModule):
             images, *rest = batch
             return (self.augment(images), *rest)
         return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes if self.train_dataset is not None else None}
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("FACELEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "facelearn"))

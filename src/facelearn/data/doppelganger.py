@@ -157,9 +157,6 @@ class DoppelgangerSampler(_ResumableBatchSampler):
                 self.last_classes = classes
         return batch
 
-    def global_batches(self, epoch: int) -> list[list[int]]:  # pragma: no cover - batches are built lazily
-        raise NotImplementedError
-
     def __iter__(self):
         start, self.start = self.start, 0
         for i in range(start, self.batches_per_epoch):

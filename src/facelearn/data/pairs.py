@@ -19,7 +19,6 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from facelearn.data.images import FaceCrop, crop_resize, decode_images
@@ -218,10 +217,3 @@ class SyntheticPairs:
         issame = np.r_[np.ones(self.num_pairs, bool), np.zeros(self.num_pairs, bool)]
         folds = np.concatenate([contiguous_folds(self.num_pairs), contiguous_folds(self.num_pairs)])
         return PairSet(self.name, rec.images, pairs, issame, folds, rec.identity_set)
-
-
-def pair_set_from_tensors(name: str, images: torch.Tensor, issame: list[bool]) -> PairSet:
-    """Helper for tests/tools: consecutive images form pairs (the ``.bin`` layout)."""
-    n = len(issame)
-    return PairSet(name, images.numpy(), np.arange(2 * n).reshape(n, 2), np.asarray(issame, bool),
-                   contiguous_folds(n), None)

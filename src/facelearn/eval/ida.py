@@ -15,7 +15,6 @@ Support sets come from an anchor embedding set searched for the top-k inner prod
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import torch
@@ -165,13 +164,6 @@ def fit_regressor(embeddings: torch.Tensor, targets: torch.Tensor, hidden: int =
         last.bias.mul_(std).add_(mean)
         mse = float(torch.nn.functional.mse_loss(reg(embeddings.float()), targets.float()))
     return reg, mse
-
-
-def time_search(index: AnchorIndex, queries: torch.Tensor, k: int) -> float:
-    """Seconds per 10^5 queries."""
-    t0 = time.perf_counter()
-    index.search(queries, k)
-    return (time.perf_counter() - t0) * 1e5 / len(queries)
 
 
 def pick_one_per_class(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
