@@ -185,6 +185,10 @@ def test_evaluate_cli_reports_cosine_and_ida_columns(trained, tmp_path):
     m = out["metrics"]["synthetic"]
     assert 0.5 <= m["ida_r/accuracy"] <= 1 and 0.5 <= m["ida_l/accuracy"] <= 1
     assert only((tmp_path / "logs" / "evaluate" / "runs").glob("*/ida_l_regressor.pt")).is_file()
+    # the run's DataModule supplies the training data only: the benchmark is decoded once
+    log = (proc.stdout + proc.stderr + "".join(
+        p.read_text() for p in (tmp_path / "logs" / "evaluate" / "runs").glob("*/*.log")))
+    assert log.count("benchmark synthetic loaded") >= 1 and "benchmark synthetic: " not in log
 
 
 def test_lifted_and_margin_alone_train(tmp_path):

@@ -228,6 +228,8 @@ def test_datamodule_exclusion(tmp_path):
     spec = {"lfw": LFWPairs(str(pairs), str(root), extension="png")}
     dm = FaceDataModule(train=IdentityFolder(str(root)), split=Deep(), benchmarks=spec, image_size=32,
                         batch_size=2, cache_dir=str(tmp_path / "cache"))
+    dm.setup_train()  # training side only (what facelearn.evaluate uses): exclusions applied, nothing decoded
+    assert dm.num_classes == 4 and dm.benchmark_sets == {}
     dm.setup("fit")
     assert dm.num_classes == 4 and "P0" not in dm.train_dataset.class_names
     assert dm.benchmark_sets["lfw"].images.shape[1:] == (3, 32, 32)

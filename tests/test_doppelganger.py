@@ -193,3 +193,9 @@ def test_identification_folder_rank1_with_distractors(tmp_path):
 
     m = evaluate_identification_set(_Pixels(), ident)
     assert m["probe/top1"] == 1.0 and m["probe/coverage@99"] == 1.0
+    assert sorted(k for k in m if "coverage" in k) == ["probe/coverage@99", "probe/coverage@99.9"]
+    levels = IdentificationFolder(str(tmp_path / "ids"), str(tmp_path / "distract"), precisions=[0.99, 0.5])
+    m = evaluate_identification_set(_Pixels(), levels.load(8))
+    assert sorted(k for k in m if "coverage" in k) == ["probe/coverage@50", "probe/coverage@99"]
+    with pytest.raises(ValueError, match=r"benchmark.identification.precisions must be fractions in \(0, 1\]"):
+        IdentificationFolder(str(tmp_path / "ids"), precisions=[99])

@@ -50,24 +50,24 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     image_size = cfg.image_size or run_cfg.data.image_size
     cache_dir = cfg.paths.cache_dir
     scorers = {"cosine": CosineScorer(), **{k: instantiate(v) for k, v in (cfg.get("ida") or {}).items()}}
+    # Every evaluated benchmark is decoded once; IDA scorers that need the run's training data get a DataModule
+    # whose training side is built exactly as in training (same exclusions and one-shot filtering, from the run's
+    # own benchmark specs) but whose benchmark sets are the evaluated ones (so anchors are checked against them).
+    bench_sets = {}
+    for name, spec_cfg in bench_cfg.items():
+        bench_sets[name] = instantiate(spec_cfg).load(image_size, cache_dir)
+        log.info("benchmark %s loaded: %d images", name, len(bench_sets[name].images))
     datamodule = None
     if any(getattr(s, "needs_training_data", False) for s in scorers.values()):
-        # IDA anchors (real-db) and the IDA-L regressor come from the run's own training data
-        datamodule = instantiate(run_cfg.data, cache_dir=cache_dir)  # same exclusions as in training
-        datamodule.setup("fit")
-    results = {}
-    for name, spec_cfg in bench_cfg.items():
-        bench_set = instantiate(spec_cfg).load(image_size, cache_dir)
-        if datamodule is not None:
-            datamodule.benchmark_sets[name] = bench_set
+        datamodule = instantiate(run_cfg.data, cache_dir=cache_dir)
+        datamodule.setup_train()
+        datamodule.benchmark_sets = bench_sets
     for scorer in scorers.values():
         t0 = time.perf_counter()
         scorer.fit(module, datamodule)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
-    for name, spec_cfg in bench_cfg.items():
-        bench_set = (datamodule.benchmark_sets[name] if datamodule is not None
-                     else instantiate(spec_cfg).load(image_size, cache_dir))
-        results[name] = evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
+    results = {name: evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
+               for name, bench_set in bench_sets.items()}
     print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
           f"{format_identification_table(results)}\n", flush=True)
     out = os.path.join(cfg.paths.output_dir, cfg.output_file)

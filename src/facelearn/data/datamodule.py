@@ -87,16 +87,25 @@ class FaceDataModule(pl.LightningDataModule):
 
     # Loading happens on every rank (decoded arrays are cached on disk, so only the first run decodes).
     def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_dataset is None:
+        if stage in (None, "fit"):
+            self.setup_train()
+        self.load_benchmarks()
+
+    def setup_train(self) -> None:
+        """Training records with every benchmark's exclusions applied (idempotent)."""
+        if self.train_dataset is None:
             self._setup_train()
-        if not self.benchmark_sets:
-            for name, spec in self.benchmark_specs.items():
-                self.benchmark_sets[name] = spec.load(self.image_size, self.cache_dir)
-                self.benchmark_sets[name].name = name
-                bset = self.benchmark_sets[name]
-                log.info("benchmark %s: %s over %d images", name,
-                         f"{len(bset.pairs)} pairs" if hasattr(bset, "pairs") else f"{len(set(bset.labels))} classes",
-                         len(bset.images))
+
+    def load_benchmarks(self) -> None:
+        """Decode the benchmark sets once (idempotent)."""
+        if self.benchmark_sets:
+            return
+        for name, spec in self.benchmark_specs.items():
+            self.benchmark_sets[name] = bset = spec.load(self.image_size, self.cache_dir)
+            bset.name = name
+            log.info("benchmark %s: %s over %d images", name,
+                     f"{len(bset.pairs)} pairs" if hasattr(bset, "pairs") else f"{len(set(bset.labels))} classes",
+                     len(bset.images))
 
     def _setup_train(self) -> None:
         records = self.train_source.load(self.image_size)

@@ -29,14 +29,27 @@ class IdentificationSet:
     enrol: np.ndarray         # bool: image forms its class prototype
     novel: np.ndarray         # bool per image: its class is novel
     identities: set[str] | None = None
+    precisions: tuple[float, ...] = (0.99, 0.999)   # coverage@precision levels to report
+
+
+def check_precisions(precisions, owner: str) -> tuple[float, ...]:
+    """Validate the configured coverage precision levels (fractions in (0, 1])."""
+    levels = tuple(float(p) for p in precisions)
+    bad = [p for p in levels if not 0.0 < p <= 1.0]
+    if not levels or bad:
+        raise ValueError(f"{owner}.precisions must be fractions in (0, 1] (e.g. [0.99, 0.999]), got "
+                         f"{list(precisions)}")
+    return levels
 
 
 class OneShotSplit:
     """Base/novel split of ``source`` (after removing the people of ``exclude_pairs_files``)."""
 
     def __init__(self, source, num_novel: int = 200, base_test_per_class: int = 1, base_test_min_images: int = 3,
-                 exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str = "oneshot") -> None:
+                 exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str = "oneshot",
+                 precisions: tuple[float, ...] | list[float] = (0.99, 0.999)) -> None:
         self.source, self.num_novel, self.seed, self.name = source, num_novel, seed, name
+        self.precisions = check_precisions(precisions, f"benchmark.{name}")
         self.base_test_per_class, self.base_test_min_images = base_test_per_class, base_test_min_images
         self.exclude_pairs_files = list(exclude_pairs_files or [])
         self._cache: dict[int, tuple] = {}
@@ -101,7 +114,7 @@ class OneShotSplit:
         r = role[used]
         _, labels = np.unique(inverse[used], return_inverse=True)
         return IdentificationSet(self.name, images, labels.astype(np.int64), enrol=np.isin(r, (0, 2)),
-                                 novel=np.isin(r, (2, 3)), identities=novel)
+                                 novel=np.isin(r, (2, 3)), identities=novel, precisions=self.precisions)
 
 
 def _keys(records: FaceRecords) -> list[str]:
@@ -122,9 +135,11 @@ class IdentificationFolder:
     people) joins the gallery as its own class. Reports ``probe/top1`` (rank-1) and coverage@precision."""
 
     def __init__(self, root: str, distractors: str | None = None, enrol_per_class: int = 1,
-                 center_crop: int | None = None, seed: int = 0, name: str = "identification") -> None:
+                 center_crop: int | None = None, seed: int = 0, name: str = "identification",
+                 precisions: tuple[float, ...] | list[float] = (0.99, 0.999)) -> None:
         self.root, self.distractors, self.enrol_per_class = root, distractors, enrol_per_class
         self.center_crop, self.seed, self.name = center_crop, seed, name
+        self.precisions = check_precisions(precisions, f"benchmark.{name}")
 
     def identities(self) -> set[str]:
         from facelearn.data.records import IdentityFolder
@@ -154,4 +169,4 @@ class IdentificationFolder:
             enrol = np.r_[enrol, np.ones(len(extra), bool)]
             novel = np.r_[novel, np.zeros(len(extra), bool)]
         images = decode_images(paths, FaceCrop(image_size, self.center_crop), cache_dir)
-        return IdentificationSet(self.name, images, labels, enrol, novel, set(names.tolist()))
+        return IdentificationSet(self.name, images, labels, enrol, novel, set(names.tolist()), self.precisions)

@@ -108,7 +108,7 @@ def evaluate_identification_set(module: Any, id_set: IdentificationSet, batch_si
         groups = {"novel": torch.from_numpy(id_set.novel), "base": torch.from_numpy(~id_set.novel)}
     else:  # plain identification (with distractors in the gallery)
         groups = {"probe": torch.ones(len(id_set.labels), dtype=torch.bool)}
-    return identification_metrics(emb, labels, torch.from_numpy(id_set.enrol), groups)
+    return identification_metrics(emb, labels, torch.from_numpy(id_set.enrol), groups, id_set.precisions)
 
 
 def evaluate_set(module: Any, bench_set: Any, scorers: dict[str, Any] | None = None,
