@@ -149,6 +149,17 @@ def test_sst_shallow_end_to_end(tmp_path):
     assert "train/loss_head_epoch" in header and "train/queue_filled" in header
 
 
+@pytest.mark.parametrize("experiment,extra", [("conventional_shallow", []),
+                                              ("sst_shallow", ["method.queue_size=48", "data.batch_size=16"])])
+def test_dp_softmax_trains_in_both_regimes(tmp_path, experiment, extra):
+    """DP-softmax with fewer dominant prototypes than classes (conventional) / queue columns (SST)."""
+    run_cli([f"+experiment={experiment}", *TINY, "head=dp_softmax", "head.num_dominant=16", *extra], tmp_path)
+    run_dir = only((tmp_path / "logs" / experiment / "runs").iterdir())
+    m = json.loads((run_dir / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
+    assert m["accuracy"] > 0.6, m
+    assert "facelearn.nn.heads.DPSoftmax" in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
 def test_sst_ablation_grid_is_36_runs():
     import subprocess
     import sys

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from facelearn.nn.heads import ArcFace, CombinedMargin, CosFace, NormFace, Softmax, SphereFace
+from facelearn.nn.heads import ArcFace, CombinedMargin, CosFace, DPSoftmax, NormFace, Softmax, SphereFace
 
 
 def make(head_cls, theta_deg=60.0, **kw):
@@ -111,3 +111,48 @@ def test_margin_decreases_target_logit_monotonically():
         head.eval()
         target = head(feats, torch.zeros(181, dtype=torch.long))[:, 0]
         assert (target[1:] <= target[:-1] + 1e-5).all(), cls.__name__
+
+
+def _dp_setup(num_dominant):
+    """Prototypes at 0°, 45°, 90°, 180°, 150°; sample A at 0° (target 0), sample B at 90° (target 2)."""
+    head = DPSoftmax(embedding_size=2, num_classes=5, scale=2.0, margin=0.35, num_dominant=num_dominant)
+    angles = torch.tensor([0.0, 45.0, 90.0, 180.0, 150.0]).deg2rad()
+    with torch.no_grad():
+        head.weight.copy_(torch.stack([angles.cos(), angles.sin()], 1))
+    return head, torch.tensor([[2.0, 0.0], [0.0, 0.5]]), torch.tensor([0, 2])
+
+
+def test_dp_softmax_keeps_targets_and_hardest_prototypes_by_hand():
+    # Non-target hardness = max cosine over the batch: col 1 (45°) 0.7071, col 4 (150°) cos 60° = 0.5 (from B),
+    # col 3 (180°) 0 (from B). num_dominant=1 keeps col 1 only; targets carry the AM margin 2 (1 - 0.35) = 1.3.
+    head, f, y = _dp_setup(1)
+    inf = float("inf")
+    expected = torch.tensor([[1.3, 1.4142136, 0.0, -inf, -inf], [0.0, 1.4142136, 1.3, -inf, -inf]])
+    logits = head(f, y)
+    assert torch.equal(torch.isinf(logits), torch.isinf(expected))
+    assert torch.allclose(logits[:, :3], expected[:, :3], atol=1e-5)
+    # the loss is the softmax over the dominant columns only
+    ce_a = -1.3 + math.log(math.exp(1.3) + math.exp(1.4142136) + 1.0)
+    ce_b = -1.3 + math.log(1.0 + math.exp(1.4142136) + math.exp(1.3))
+    assert torch.nn.functional.cross_entropy(logits, y).item() == pytest.approx((ce_a + ce_b) / 2, abs=1e-5)
+    head2, f, y = _dp_setup(2)
+    assert torch.isinf(head2(f, y)).sum(1).tolist() == [1, 1] and torch.isinf(head2(f, y)[:, 3]).all()
+
+
+def test_dp_softmax_gradient_reaches_only_dominant_prototypes():
+    head, f, y = _dp_setup(1)
+    torch.nn.functional.cross_entropy(head(f, y), y).backward()
+    row_grad = head.weight.grad.norm(dim=1)
+    assert (row_grad[:3] > 0).all() and (row_grad[3:] == 0).all()
+
+
+def test_dp_softmax_with_every_prototype_dominant_is_am_softmax():
+    head, f, y = _dp_setup(3)  # 3 non-target prototypes: all dominant
+    am = CosFace(embedding_size=2, num_classes=5, scale=2.0, margin=0.35)
+    with torch.no_grad():
+        am.weight.copy_(head.weight)
+    assert torch.allclose(head(f, y), am(f, y))
+    protos = torch.randn(7, 2)  # SST passes its queue: columns are chosen among the given prototypes
+    assert torch.isfinite(head(f, torch.tensor([5, 6]), prototypes=protos)).sum(1).tolist() == [5, 5]
+    with pytest.raises(ValueError, match="head.num_dominant must be a positive integer"):
+        DPSoftmax(embedding_size=2, num_classes=5, num_dominant=0)

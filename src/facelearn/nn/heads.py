@@ -217,3 +217,59 @@ class SphereFace(MarginHead):
         if self.training:
             self.step += 1
         return (lam * cos_target + self.psi(cos_target)) / (1.0 + lam)
+
+
+class DPSoftmax(CosFace):
+    """Dominant-prototype softmax (DP-softmax; Zhu et al., "Large-scale bisample learning on ID versus spot face
+    recognition", IJCV 2019 — the classification loss of the SST supplementary, Table 1).
+
+    With very many classes, a sample's softmax denominator is dominated by the few prototypes closest to it; the
+    others contribute ~0 to the loss and only add (useless) gradient to their weights. DP-softmax therefore runs
+    the batch's softmax over its *dominant* prototypes only: the target prototypes of the batch plus the
+    ``num_dominant`` non-target prototypes with the highest cosine to any feature of the batch. For sample i with
+    target y_i and dominant set D (shared by the batch)::
+
+        L_i = -log( e^{s(cos θ_{y_i} - m)} / (e^{s(cos θ_{y_i} - m)} + Σ_{j ∈ D ∪ T, j ≠ y_i} e^{s cos θ_j}) )
+
+    (T: the batch's target columns; AM-softmax margin m on the target). Logits outside D ∪ T are -inf, so those
+    prototypes receive exactly zero gradient. ``num_dominant >= C - |T|`` is plain AM-softmax.
+
+    Scope: the dominant set is chosen exactly, from the cosines to *all* prototypes (one N x C matmul, as in every
+    head here); the bisample paper additionally avoids scoring all classes for millions of identities (candidate
+    queues of neighbouring prototypes, prototypes kept off the GPU), which this implementation does not do — the
+    loss is reproduced, the memory saving is not. The paper itself is not in ``../shared/papers``; this follows its
+    published description. With SST the prototypes are the gallery queue and the dominant set is chosen among its
+    columns the same way.
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 30.0, margin: float = 0.35,
+                 num_dominant: int = 256, learnable_scale: bool = False) -> None:
+        super().__init__(embedding_size, num_classes, scale, margin, learnable_scale)
+        if int(num_dominant) != num_dominant or num_dominant < 1:
+            raise ValueError(f"head.num_dominant must be a positive integer, got {num_dominant}")
+        self.num_dominant = int(num_dominant)
+
+    def dominant_mask(self, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(C,) bool: the batch's target columns and its ``num_dominant`` hardest other prototypes."""
+        keep = torch.zeros(cos.shape[1], dtype=torch.bool, device=cos.device)
+        keep[targets] = True
+        others = int((~keep).sum())
+        if self.num_dominant >= others:
+            return torch.ones_like(keep)
+        hardness = cos.detach().max(dim=0).values.masked_fill(keep, float("-inf"))
+        keep[hardness.topk(self.num_dominant).indices] = True
+        return keep
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor,
+                prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        cos = self.scores(features, prototypes)
+        if targets.shape != (features.shape[0],):
+            raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
+        with torch.autocast(device_type=cos.device.type, enabled=False):
+            idx = targets.long().unsqueeze(1)
+            cos_t = cos.gather(1, idx).clamp(-1.0, 1.0)
+            logits = cos.scatter(1, idx, self.target_logit(cos_t)) * self.scale.float()
+            return logits.masked_fill(~self.dominant_mask(cos, targets.long()), float("-inf"))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", margin={self.margin:g}, num_dominant={self.num_dominant}"
