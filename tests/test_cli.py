@@ -184,6 +184,22 @@ def test_dm_joint_end_to_end(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     lst = ckpt["callbacks"]["DoppelgangerCallback"]["doppelganger"]
     assert int((lst >= 0).sum()) > 0  # the list is in the checkpoint
+    # re-evaluation with extra precision levels: the split is rebuilt from the run's data, same numbers
+    ev = tmp_path / "ev"
+    run_cli([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "benchmark=oneshot_synthetic",
+             "benchmark.oneshot.num_novel=20", "+benchmark.oneshot.precisions=[0.99,0.5]"], ev,
+            module="facelearn.evaluate")
+    again = json.loads(only((ev / "logs" / "evaluate" / "runs").glob("*/evaluation.json")).read_text())["metrics"]
+    assert again["oneshot"]["novel/coverage@99"] == pytest.approx(m["oneshot"]["novel/coverage@99"], abs=1e-9)
+    assert again["oneshot"]["novel/coverage@50"] >= again["oneshot"]["novel/coverage@99"]
+    # a different split would have trained on the held-out people: refused
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "facelearn.evaluate",
+                           f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "benchmark=oneshot_synthetic",
+                           f"paths.log_dir={tmp_path / 'bad'}"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0 and "trained with a different split" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_evaluate_cli_reports_cosine_and_ida_columns(trained, tmp_path):

@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from facelearn.build import build_module
 from facelearn.eval.benchmark import evaluate_set, format_identification_table, format_table
@@ -41,9 +41,32 @@ def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, Di
     return module.to(device).eval(), cfg
 
 
+# Options that change only how a split is scored, not which images it holds out of training.
+_SCORING_ONLY = ("precisions", "name")
+
+
+def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictConfig) -> None:
+    """A benchmark carved out of the training data (the one-shot split) is only valid for a checkpoint trained with
+    the same split: otherwise its novel identities and held-out images were trained on."""
+    def held_out(c: Any) -> dict:
+        c = OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else dict(c or {})
+        return {k: v for k, v in c.items() if k not in _SCORING_ONLY}
+
+    trained = (run_cfg.get("benchmark") or {}).get(name)
+    if trained is None or held_out(trained) != held_out(spec_cfg):
+        raise ValueError(f"benchmark.{name} splits the training data ({spec_cfg._target_}), but the checkpoint was "
+                         f"trained {'without it' if trained is None else 'with a different split'} "
+                         f"(run config: {None if trained is None else held_out(trained)}): its held-out "
+                         "identities/images were trained on. Evaluate with the run's own split settings.")
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     module, run_cfg = load_checkpoint_module(cfg.ckpt_path, device)
+    if cfg.get("benchmark") is not None and "data" not in cfg:
+        # a benchmark chosen here may refer to the run's data (the one-shot split is made of ``${data.train}``)
+        with open_dict(cfg):
+            cfg.data = run_cfg.data
     bench_cfg = cfg.benchmark if cfg.get("benchmark") is not None else run_cfg.get("benchmark")
     if not bench_cfg:
         raise ValueError("no benchmarks: the checkpoint's config has none; choose one, e.g. benchmark=lfw_view1")
@@ -55,7 +78,10 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     # own benchmark specs) but whose benchmark sets are the evaluated ones (so anchors are checked against them).
     bench_sets = {}
     for name, spec_cfg in bench_cfg.items():
-        bench_sets[name] = instantiate(spec_cfg).load(image_size, cache_dir)
+        spec = instantiate(spec_cfg)
+        if hasattr(spec, "filter_training"):
+            check_split_was_trained_with(name, spec_cfg, run_cfg)
+        bench_sets[name] = spec.load(image_size, cache_dir)
         log.info("benchmark %s loaded: %d images", name, len(bench_sets[name].images))
     datamodule = None
     if any(getattr(s, "needs_training_data", False) for s in scorers.values()):
