@@ -85,7 +85,7 @@ def test_external_prototypes_and_targets_are_columns():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cls,kw", [(NormFace, {}), (CosFace, {}), (ArcFace, {}), (SphereFace, {"margin": 4}),
-                                    (CombinedMargin, {"m1": 1.2, "m2": 0.3, "m3": 0.1})])
+                                    (CombinedMargin, {"m1": 1.2, "m2": 0.3, "m3": 0.1}), (DPSoftmax, {})])
 def test_no_nan_at_cos_plus_minus_one(cls, kw, dtype):
     head = cls(embedding_size=3, num_classes=3, **kw)
     with torch.no_grad():
