@@ -48,9 +48,16 @@ _SCORING_ONLY = ("precisions", "name")
 def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictConfig) -> None:
     """A benchmark carved out of the training data (the one-shot split) is only valid for a checkpoint trained with
     the same split: otherwise its novel identities and held-out images were trained on."""
+    def canonical(v: Any) -> Any:  # the same file reached through another checkout/relative path is the same
+        if isinstance(v, dict):
+            return {k: canonical(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [canonical(x) for x in v]
+        return os.path.realpath(v) if isinstance(v, str) and os.path.exists(v) else v
+
     def held_out(c: Any) -> dict:
         c = OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else dict(c or {})
-        return {k: v for k, v in c.items() if k not in _SCORING_ONLY}
+        return {k: canonical(v) for k, v in c.items() if k not in _SCORING_ONLY}
 
     trained = (run_cfg.get("benchmark") or {}).get(name)
     if trained is None or held_out(trained) != held_out(spec_cfg):
