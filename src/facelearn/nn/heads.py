@@ -95,8 +95,12 @@ class MarginHead(nn.Module):
         with torch.autocast(device_type=cos.device.type, enabled=False):
             idx = targets.long().unsqueeze(1)
             cos_t = cos.gather(1, idx).clamp(-1.0, 1.0)
-            logits = cos.scatter(1, idx, self.target_logit(cos_t))
-            return logits * self.scale.float()
+            logits = cos.scatter(1, idx, self.target_logit(cos_t)) * self.scale.float()
+            return self.restrict(logits, cos, targets.long())
+
+    def restrict(self, logits: torch.Tensor, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Which prototypes take part in the softmax: all of them (DP-softmax keeps only the dominant ones)."""
+        return logits
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, scale={float(self.scale):g}"
@@ -260,16 +264,8 @@ class DPSoftmax(CosFace):
         keep[hardness.topk(self.num_dominant).indices] = True
         return keep
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor,
-                prototypes: torch.Tensor | None = None) -> torch.Tensor:
-        cos = self.scores(features, prototypes)
-        if targets.shape != (features.shape[0],):
-            raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
-        with torch.autocast(device_type=cos.device.type, enabled=False):
-            idx = targets.long().unsqueeze(1)
-            cos_t = cos.gather(1, idx).clamp(-1.0, 1.0)
-            logits = cos.scatter(1, idx, self.target_logit(cos_t)) * self.scale.float()
-            return logits.masked_fill(~self.dominant_mask(cos, targets.long()), float("-inf"))
+    def restrict(self, logits: torch.Tensor, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return logits.masked_fill(~self.dominant_mask(cos, targets), float("-inf"))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", margin={self.margin:g}, num_dominant={self.num_dominant}"
