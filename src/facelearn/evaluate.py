@@ -55,9 +55,8 @@ def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictC
             return [canonical(x) for x in v]
         return os.path.realpath(v) if isinstance(v, str) and os.path.exists(v) else v
 
-    def held_out(c: Any) -> dict:
-        c = OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else dict(c or {})
-        return {k: canonical(v) for k, v in c.items() if k not in _SCORING_ONLY}
+    def held_out(c: DictConfig) -> dict:  # both configs are OmegaConf nodes (the run's comes from the checkpoint)
+        return {k: canonical(v) for k, v in OmegaConf.to_container(c, resolve=True).items() if k not in _SCORING_ONLY}
 
     trained = (run_cfg.get("benchmark") or {}).get(name)
     if trained is None or held_out(trained) != held_out(spec_cfg):
