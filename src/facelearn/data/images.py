@@ -36,8 +36,11 @@ class FaceCrop:
             raise ValueError(f"data.center_crop must be positive or null, got {self.center_crop}")
 
 
-def decode_image(path: str | os.PathLike, crop: FaceCrop) -> np.ndarray:
-    """Decode one image file to a uint8 (3, S, S) array; a clear error names the file when it cannot be read."""
+def decode_image(path: str | os.PathLike, crop: FaceCrop, box: tuple[float, float, float, float] | None = None
+                 ) -> np.ndarray:
+    """Decode one image file to a uint8 (3, S, S) array; a clear error names the file when it cannot be read.
+    ``box`` (left, top, right, bottom in pixels of the file) replaces the centre crop, e.g. a landmark-based crop;
+    parts outside the image are black."""
     try:
         with Image.open(path) as im:
             im.load()  # forces full decode so a truncated file fails here, not later
@@ -46,6 +49,9 @@ def decode_image(path: str | os.PathLike, crop: FaceCrop) -> np.ndarray:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot decode image {path}: {e} (expected a readable JPEG/PNG/BMP face image)") from e
+    if box is not None:
+        img = img.crop(tuple(int(round(v)) for v in box))
+        crop = FaceCrop(crop.image_size)
     return crop_resize(img, crop)
 
 
@@ -60,9 +66,11 @@ def crop_resize(img: Image.Image, crop: FaceCrop) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def _cache_key(paths: list[str], crop: FaceCrop) -> str:
+def _cache_key(paths: list[str], crop: FaceCrop, boxes: np.ndarray | None = None) -> str:
     h = hashlib.sha1()
     h.update(f"v1|{crop.image_size}|{crop.center_crop}|{len(paths)}".encode())
+    if boxes is not None:
+        h.update(b"|boxes|" + np.ascontiguousarray(boxes, dtype=np.float64).tobytes())
     for p in paths:
         st = os.stat(p)
         h.update(f"|{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -70,14 +78,17 @@ def _cache_key(paths: list[str], crop: FaceCrop) -> str:
 
 
 def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None = None,
-                  num_threads: int | None = None) -> np.ndarray:
-    """Decode many images to one uint8 (N, 3, S, S) array, through an on-disk ``.npy`` cache when given."""
+                  num_threads: int | None = None, boxes: np.ndarray | None = None) -> np.ndarray:
+    """Decode many images to one uint8 (N, 3, S, S) array, through an on-disk ``.npy`` cache when given.
+    ``boxes`` (N, 4): a crop box per image instead of ``crop.center_crop`` (see ``decode_image``)."""
+    if boxes is not None and np.shape(boxes) != (len(paths), 4):
+        raise ValueError(f"boxes must be ({len(paths)}, 4), got {np.shape(boxes)}")
     for p in paths:
         if not os.path.isfile(p):
             raise FileNotFoundError(f"image file not found: {p}")
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop)}.npy"
+        cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes)}.npy"
         if cache_file.is_file():
             arr = np.load(cache_file, mmap_mode="r")
             if arr.shape == (len(paths), 3, crop.image_size, crop.image_size):
@@ -88,7 +99,7 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
     threads = num_threads or min(8, os.cpu_count() or 1)
 
     def work(i: int) -> None:
-        out[i] = decode_image(paths[i], crop)
+        out[i] = decode_image(paths[i], crop, None if boxes is None else tuple(boxes[i]))
 
     with ThreadPoolExecutor(threads) as ex:
         for _ in ex.map(work, range(len(paths))):

@@ -69,10 +69,18 @@ class Deep:
         return out
 
 
+def identity_key(name: str) -> str:
+    """How identity names are compared across datasets: case, spaces, underscores and hyphens do not matter
+    (CFP writes "Aaron Rodgers" where LFW writes "Aaron_Rodgers")."""
+    return "_".join(str(name).replace("_", " ").replace("-", " ").lower().split())
+
+
 def exclude_identities(records: FaceRecords, excluded: set[str], what: str = "benchmark") -> FaceRecords:
-    """Drop every sample whose identity is in ``excluded`` (e.g. everyone named in a pairs file)."""
-    mask = np.array([i not in excluded for i in records.identities.tolist()], dtype=bool)
-    removed = records.identity_set & excluded
+    """Drop every sample whose identity is in ``excluded`` (e.g. everyone named in a pairs file); names are
+    compared with ``identity_key``."""
+    keys = {identity_key(e) for e in excluded}
+    mask = np.array([identity_key(i) not in keys for i in records.identities.tolist()], dtype=bool)
+    removed = {i for i in records.identity_set if identity_key(i) in keys}
     log.info("excluded %d %s identities (%d images) from training data %s",
              len(removed), what, int((~mask).sum()), records.source)
     if mask.sum() == 0:
@@ -82,7 +90,8 @@ def exclude_identities(records: FaceRecords, excluded: set[str], what: str = "be
 
 def check_disjoint(train: set[str], test: set[str], test_name: str) -> None:
     """Hard check: a training identity that also appears in a benchmark invalidates the result."""
-    overlap = train & test
+    test_keys = {identity_key(t) for t in test}
+    overlap = {t for t in train if identity_key(t) in test_keys}
     if overlap:
         raise ValueError(f"{len(overlap)} identities are in both the training data and benchmark {test_name!r}, "
                          f"e.g. {sorted(overlap)[:5]}: set data.exclude_benchmark_identities=true or fix the split")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import lightning.pytorch as pl
 import torch
@@ -14,6 +14,22 @@ from torch import nn
 from facelearn.data.transforms import normalize
 
 log = logging.getLogger(__name__)
+
+
+class StepOutput(TypedDict, total=False):
+    """What every training step returns to callbacks (Lightning requires a dict with ``loss``).
+
+    ``logits``: the margin head's scores (doppelganger mining); ``embeddings``: L2-normalised features of the
+    batch (detached) and ``labels`` their identities (diagnostics); SST adds ``gallery_embeddings`` (the gallery
+    net's features of the same images as ``embeddings``) and ``queue_age`` (steps since the oldest queue entry
+    was written)."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    gallery_embeddings: torch.Tensor
+    queue_age: int | None
 
 
 class FaceModule(pl.LightningModule):

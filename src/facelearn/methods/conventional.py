@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facelearn.methods.base import FaceModule
+from facelearn.methods.base import FaceModule, StepOutput
 from facelearn.nn.heads import MarginHead
 
 
@@ -38,7 +38,7 @@ class ConventionalModule(FaceModule):
         self.pair_losses = nn.ModuleDict({k: fn for k, (_, fn) in losses.items()})
         self.loss_weights = {k: float(w) for k, (w, _) in losses.items()}
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> StepOutput:
         images, labels = batch
         features = self.backbone(images)
         total = features.new_zeros(())
@@ -62,4 +62,5 @@ class ConventionalModule(FaceModule):
         self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_lr()
         # The head's scores go to callbacks (doppelganger mining reads them: no extra forward pass).
-        return {"loss": total, "logits": None if logits is None else logits.detach()}
+        return StepOutput(loss=total, logits=None if logits is None else logits.detach(),
+                          embeddings=F.normalize(features.detach().float(), dim=1), labels=labels)

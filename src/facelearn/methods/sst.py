@@ -10,8 +10,16 @@ with the gallery features + queue as references. Both directions are used, ``pro
 Semi-siamese variants (``variant``):
 
 * ``momentum``   gallery ← m · gallery + (1 − m) · probe after every optimiser step (parameters and BN buffers);
+                 m is constant, or, with ``momentum_end``, follows a cosine ramp from ``momentum`` at step 0 to
+                 ``momentum_end`` at the last step (as momentum encoders do: BYOL, Grill et al. 2020, eq. in §3.2);
 * ``constraint`` two nets of the same architecture, both trained, with ``λ ‖θ_p − θ_g‖²`` added to the loss;
 * ``none``       one shared net for both roles (the siamese ablation).
+
+Gallery lag and queue staleness. The gallery moves towards the probe by a fraction (1 − m) per step, so it trails
+the probe by about 1 / (1 − m) steps, and the queue's oldest entry was written ``queue_size / global identities per
+batch`` steps ago. ``age x (1 − m)`` says how far, in units of the gallery's own time constant, the oldest
+prototypes lag; the authors' setting (m = 0.999, ~30 steps of queue) gives ~0.03. The module warns, with the
+numbers, when it exceeds ``stale_warning`` (0.1 by default).
 
 Under DDP the gallery features and identities are all-gathered before scoring and enqueueing, each probe's
 positive column is offset by its rank's position, and every rank enqueues the same gathered batch, so all ranks
@@ -22,13 +30,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facelearn.methods.base import FaceModule
+from facelearn.methods.base import FaceModule, StepOutput
 from facelearn.nn.heads import MarginHead
 from facelearn.nn.queue import GalleryQueue
 
@@ -60,7 +69,8 @@ class SSTModule(FaceModule):
         constraint_weight: λ of the network constraint.
         queue_size: gallery queue length (a multiple of the global identities per batch, and smaller than the
             number of training identities, or the queue would hold the probe's own identity as a negative).
-        use_queue: False scores against the current batch's gallery features only (ablation).
+        use_queue: False scores against the current batch's gallery features only (ablation); ``queue_size=0``
+            means the same.
         num_classes: number of training identities (filled in by the trainer; used to validate ``queue_size``).
     """
 
@@ -70,21 +80,27 @@ class SSTModule(FaceModule):
                  losses: dict[str, tuple[float, nn.Module]] | None = None, variant: str = "momentum",
                  momentum: float = 0.999, constraint_weight: float = 1.0, queue_size: int = 16384,
                  use_queue: bool = True, embedding_size: int = 512, num_classes: int = 0, head_weight: float = 1.0,
-                 flip_tta: bool = True) -> None:
+                 flip_tta: bool = True, momentum_end: float | None = None, stale_warning: float = 0.1) -> None:
         super().__init__(backbone, optimizer, scheduler, flip_tta)
         if variant not in VARIANTS:
             raise ValueError(f"method.variant must be one of {VARIANTS}, got {variant!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"method.momentum must be in [0, 1), got {momentum}")
+        for key, m in (("momentum", momentum), ("momentum_end", momentum_end)):
+            if m is not None and not 0.0 <= m < 1.0:
+                raise ValueError(f"method.{key} must be in [0, 1), got {m}")
         losses = dict(losses or {})
         if head is None and not losses:
             raise ValueError("SST needs a head (head=...) or at least one pair loss (loss=...)")
         if head is not None and head.weight is not None:
             raise ValueError("SST scores against the gallery queue: the head must have num_classes=0")
+        if queue_size < 0:
+            raise ValueError(f"method.queue_size must be >= 0 (0: no queue), got {queue_size}")
+        use_queue = use_queue and queue_size > 0
         if use_queue and num_classes and queue_size >= num_classes:
             raise ValueError(f"method.queue_size={queue_size} must be smaller than the {num_classes} training "
                              "identities (otherwise the queue always holds the probe's own identity)")
         self.variant, self.momentum, self.constraint_weight = variant, momentum, constraint_weight
+        self.momentum_start, self.momentum_end = momentum, momentum_end
+        self.stale_warning = stale_warning
         self.use_queue = use_queue
         self.head, self.head_weight = head, head_weight
         self.pair_losses = nn.ModuleDict({k: fn for k, (_, fn) in losses.items()})
@@ -94,16 +110,47 @@ class SSTModule(FaceModule):
             self.gallery = copy.deepcopy(backbone)
             if variant == "momentum":
                 self.gallery.requires_grad_(False)
-        self.queue = GalleryQueue(queue_size, embedding_size)
+        # Kept (size >= 1) even without a queue so checkpoints of every setting have the same keys.
+        self.queue = GalleryQueue(max(queue_size, 1), embedding_size)
 
     # -- nets --------------------------------------------------------------------------------------------------
     def gallery_net(self) -> nn.Module:
         return self.backbone if self.gallery is None else self.gallery
 
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """m at a step: constant, or the cosine ramp m_end − (m_end − m_start)(cos(π t / T) + 1) / 2."""
+        if self.momentum_end is None or total_steps <= 0:
+            return self.momentum_start
+        t = min(max(step, 0), total_steps) / total_steps
+        return self.momentum_end - (self.momentum_end - self.momentum_start) * (math.cos(math.pi * t) + 1) / 2
+
+    def queue_staleness(self, identities_per_step: int) -> dict[str, float]:
+        """Age of the oldest queue entry (steps) and age x (1 − m) at the lowest and highest momentum."""
+        age = self.queue.size / max(1, identities_per_step) if self.use_queue else 0.0
+        ms = [self.momentum_start] + ([self.momentum_end] if self.momentum_end is not None else [])
+        return {"queue_age_steps": age, "staleness_max": age * (1 - min(ms)), "staleness_min": age * (1 - max(ms))}
+
+    def on_train_start(self) -> None:
+        if self.variant != "momentum" or not self.use_queue:
+            return
+        per_step = self.trainer.world_size * (self.trainer.train_dataloader.batch_sampler.batch_size // 2
+                                              if getattr(self.trainer.train_dataloader, "batch_sampler", None)
+                                              is not None else 1)
+        s = self.queue_staleness(per_step)
+        msg = (f"SST gallery queue: {self.queue.size} entries = {s['queue_age_steps']:.0f} steps of "
+               f"{per_step} identities; age x (1 - m) = {s['staleness_max']:.3f}"
+               + (f" .. {s['staleness_min']:.3f}" if self.momentum_end is not None else ""))
+        if s["staleness_max"] > self.stale_warning:
+            log.warning("%s exceeds %.2f: the oldest queue prototypes come from a gallery net that has moved "
+                        "far since (the authors' setting gives ~0.03). Use a smaller method.queue_size or a "
+                        "larger method.momentum (or method.momentum_end).", msg, self.stale_warning)
+        elif self.trainer.is_global_zero:
+            log.info(msg)
+
     @torch.no_grad()
     def momentum_update(self) -> None:
         """θ_g ← m θ_g + (1 − m) θ_p for parameters and floating-point buffers (BN running statistics)."""
-        m = self.momentum
+        m = self.momentum = self.momentum_at(self.global_step, self._total_steps())
         for g, p in zip(self.gallery.parameters(), self.backbone.parameters()):
             g.mul_(m).add_(p.detach(), alpha=1 - m)
         for g, p in zip(self.gallery.buffers(), self.backbone.buffers()):
@@ -111,6 +158,11 @@ class SSTModule(FaceModule):
                 g.mul_(m).add_(p, alpha=1 - m)
             else:
                 g.copy_(p)
+
+    def _total_steps(self) -> int:
+        if self.momentum_end is None or self._trainer is None:
+            return 0
+        return int(self.trainer.estimated_stepping_batches)
 
     def constraint_penalty(self) -> torch.Tensor:
         """λ ‖θ_p − θ_g‖² over all parameters (network-constraint variant)."""
@@ -145,7 +197,7 @@ class SSTModule(FaceModule):
             total = total + self.loss_weights[name] * parts[name]
         return total, parts
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> StepOutput:
         images, labels = batch
         if len(images) % 2 or not torch.equal(labels[0::2], labels[1::2]):
             raise ValueError("SST needs identity-pair batches [x1_0, x2_0, x1_1, x2_1, ...]: "
@@ -175,12 +227,18 @@ class SSTModule(FaceModule):
                      on_step=True, on_epoch=True, sync_dist=True)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/queue_filled", float(self.queue.filled), on_step=True, on_epoch=False, rank_zero_only=True)
+        if self.variant == "momentum":
+            self.log("train/momentum", self.momentum, on_step=True, on_epoch=False, rank_zero_only=True)
         self.log_lr()
         self.count_images(len(images))
+        # Diagnostics (callbacks.diagnostics) read these before the queue receives this step's features.
+        out = StepOutput(loss=loss, embeddings=F.normalize(probe1.detach().float(), dim=1), labels=ids,
+                         gallery_embeddings=gal1.detach(),
+                         queue_age=self.queue.oldest_age(self.global_step) if self.use_queue else None)
         # Enqueue one direction (every rank the same gathered batch -> identical queues).
         if self.use_queue:
-            self.queue.enqueue(g2_all.detach(), ids_all)
-        return loss
+            self.queue.enqueue(g2_all.detach(), ids_all, self.global_step)
+        return out
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         # Right after the probe's update, before any callback (e.g. a step checkpoint) sees the weights.
