@@ -226,3 +226,28 @@ def test_lifted_and_margin_alone_train(tmp_path):
     for job in ("0", "1"):
         m = json.loads((sweep / job / "benchmark_metrics.json").read_text())["metrics"]["synthetic"]
         assert math.isfinite(m["accuracy"]) and m["accuracy"] >= 0.5
+
+
+def test_evaluate_never_runs_code_from_a_checkpoint(tmp_path):
+    """A crafted checkpoint whose unpickling would run code is refused before anything runs."""
+    import pickle
+    import subprocess
+    import sys
+
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.ckpt"
+    import torch
+    torch.save({"facelearn_config": {}, "state_dict": {}, "x": Payload()}, evil, pickle_module=pickle)
+    bogus = tmp_path / "text.ckpt"
+    bogus.write_text("not a checkpoint")
+    for path in (evil, bogus):
+        proc = subprocess.run([sys.executable, "-m", "facelearn.evaluate", f"ckpt_path={path}",
+                               f"paths.log_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert f"ckpt_path: {path} is not a loadable facelearn checkpoint" in proc.stderr, proc.stderr[-2000:]
+    assert not marker.exists()
