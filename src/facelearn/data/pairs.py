@@ -37,6 +37,10 @@ class PairSet:
     identities: set[str] | None = None
 
     def __post_init__(self) -> None:
+        issame = np.asarray(self.issame, dtype=bool)
+        if len(self.pairs) == 0 or issame.all() or not issame.any():
+            raise ValueError(f"benchmark {self.name}: needs matched and mismatched pairs, got "
+                             f"{int(issame.sum())} matched and {int((~issame).sum())} mismatched")
         if self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
             raise ValueError(f"benchmark {self.name}: pairs must be (P, 2), got {self.pairs.shape}")
         if not (len(self.pairs) == len(self.issame) == len(self.folds)):
@@ -92,6 +96,11 @@ def parse_pairs_file(path: str) -> tuple[list[tuple[str, int, str, int]], np.nda
         except ValueError:
             want = "'name i j' (matched)" if matched else "'name1 i name2 j' (mismatched)"
             raise ValueError(f"{path}:{lineno}: expected {want}, got {' '.join(f)!r}") from None
+        if pairs[-1][:2] == pairs[-1][2:]:
+            raise ValueError(f"{path}:{lineno}: a pair of an image with itself ({' '.join(f)})")
+        for name in (pairs[-1][0], pairs[-1][2]):
+            if name in (".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"{path}:{lineno}: {name!r} is not a person's folder name")
         issame.append(matched)
         folds.append(fold)
     issame_a, folds_a = np.array(issame, dtype=bool), np.array(folds, dtype=np.int64)

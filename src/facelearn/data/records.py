@@ -111,6 +111,9 @@ class ImageList:
         if not os.path.isfile(self.list_file):
             raise FileNotFoundError(f"list file not found: {self.list_file}")
         identities, paths = [], []
+        root_real = os.path.realpath(self.root)
+        seen: dict[str, tuple[int, str]] = {}
+        kinds: dict[bool, int] = {}  # is-integer label -> first line with such a label
         with open(self.list_file, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 text = line.strip()
@@ -119,11 +122,29 @@ class ImageList:
                 fields = text.split()
                 if len(fields) != 2:
                     raise ValueError(f"{self.list_file}:{lineno}: expected 'relative/path label', got {text!r}")
-                path = os.path.join(self.root, fields[0])
+                rel, label = fields
+                where = f"{self.list_file}:{lineno}"
+                path = os.path.join(self.root, rel)
+                real = os.path.realpath(path)
+                if os.path.isabs(rel) or os.path.commonpath([real, root_real]) != root_real:
+                    raise ValueError(f"{where}: {rel!r} is not a path inside the data root {self.root} "
+                                     "(absolute paths and '..' are refused)")
+                if label.lstrip("-").isdigit() and label.startswith("-"):
+                    raise ValueError(f"{where}: label {label!r} is negative (expected an identity name or an "
+                                     "integer >= 0)")
+                kinds.setdefault(label.isdigit(), lineno)
+                if len(kinds) == 2:
+                    raise ValueError(f"{self.list_file}: integer labels (first on line {kinds[True]}) and name "
+                                     f"labels (first on line {kinds[False]}) are mixed; use one kind")
+                if real in seen:
+                    first, first_label = seen[real]
+                    what = "again" if first_label == label else f"under label {first_label!r} and {label!r}"
+                    raise ValueError(f"{where}: image {rel!r} is listed {what} (first on line {first})")
+                seen[real] = (lineno, label)
                 if not os.path.isfile(path):
-                    raise FileNotFoundError(f"{self.list_file}:{lineno}: image {path} does not exist")
+                    raise FileNotFoundError(f"{where}: image {path} does not exist")
                 paths.append(path)
-                identities.append(fields[1])
+                identities.append(label)
         if not paths:
             raise ValueError(f"{self.list_file} lists no images")
         return FaceRecords(np.array(identities, dtype=object), paths=paths, source=self.list_file,

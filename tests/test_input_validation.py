@@ -1,0 +1,76 @@
+"""Bad benchmark and list input stops with an error naming the file, line and what was expected (issue 11, item 3)."""
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facelearn.data.pairs import LFWPairs, PairSet, load_bin_pairs
+from facelearn.data.records import ImageList
+
+
+def img(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(path)
+
+
+def test_pair_set_needs_both_classes():
+    images = np.zeros((2, 3, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="bench: needs matched and mismatched pairs, got 0 matched and 0"):
+        PairSet("bench", images, np.zeros((0, 2), np.int64), np.zeros(0, bool), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="got 1 matched and 0 mismatched"):
+        PairSet("bench", images, np.array([[0, 1]]), np.array([True]), np.array([0]))
+
+
+def test_pairs_file_zero_pairs_self_pair_and_escaping_names(tmp_path):
+    root = tmp_path / "imgs"
+    for name in ("A", "B"):
+        for i in (1, 2):
+            img(root / name / f"{name}_{i:04d}.jpg", i)
+    f = tmp_path / "pairs.txt"
+    f.write_text("0\n")
+    with pytest.raises(ValueError, match="needs matched and mismatched pairs"):
+        LFWPairs(str(f), str(root)).load(8)
+    f.write_text("1\nA 1 1\nA 1 B 1\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:2: a pair of an image with itself"):
+        LFWPairs(str(f), str(root)).load(8)
+    f.write_text("1\nA 1 2\n../x 1 B 1\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:3: '../x' is not a person's folder name"):
+        LFWPairs(str(f), str(root)).load(8)
+
+
+def test_bin_with_empty_lists(tmp_path):
+    path = tmp_path / "empty.bin"
+    path.write_bytes(pickle.dumps(([], [])))
+    with pytest.raises(ValueError, match="needs matched and mismatched pairs"):
+        load_bin_pairs(str(path), 8)
+
+
+@pytest.mark.parametrize("lines,match", [
+    (["a/1.jpg 0", "/etc/hostname 1"], r"list.txt:2: '/etc/hostname' is not a path inside the data root"),
+    (["a/1.jpg 0", "../outside.jpg 1"], r"list.txt:2: '../outside.jpg' is not a path inside"),
+    (["a/1.jpg 0", "a/2.jpg -1"], r"list.txt:2: label '-1' is negative"),
+    (["a/1.jpg 0", "a/2.jpg abc"], r"integer labels \(first on line 1\) and name labels \(first on line 2\)"),
+    (["a/1.jpg 0", "a/1.jpg 1"], r"list.txt:2: image 'a/1.jpg' is listed under label '0' and '1' \(first on line 1\)"),
+    (["a/1.jpg 0", "a/./1.jpg 0"], r"list.txt:2: image 'a/./1.jpg' is listed again \(first on line 1\)"),
+])
+def test_list_file_entries_are_checked(tmp_path, lines, match):
+    root = tmp_path / "root"
+    img(root / "a" / "1.jpg")
+    img(root / "a" / "2.jpg", 1)
+    img(tmp_path / "outside.jpg", 2)
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=match):
+        ImageList(str(root), str(lst)).load(8)
+
+
+def test_good_list_file_still_loads(tmp_path):
+    root = tmp_path / "root"
+    img(root / "a" / "1.jpg")
+    img(root / "a" / "2.jpg", 1)
+    lst = tmp_path / "list.txt"
+    lst.write_text("# comment\na/1.jpg alice\n\na/2.jpg bob\n")
+    rec = ImageList(str(root), str(lst)).load(8)
+    assert rec.identities.tolist() == ["alice", "bob"]
