@@ -74,3 +74,53 @@ def test_good_list_file_still_loads(tmp_path):
     lst.write_text("# comment\na/1.jpg alice\n\na/2.jpg bob\n")
     rec = ImageList(str(root), str(lst)).load(8)
     assert rec.identities.tolist() == ["alice", "bob"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=abc", "data.batch_size='abc': expected an integer >= 1"),
+    ("trainer.max_epochs=-1", "trainer.max_epochs=-1: expected an integer >= 1"),
+    ("trainer.precision=bf16-true", "trainer.precision=bf16-true is not supported on trainer.accelerator=cpu"),
+    ("optimizer.lr=0", "optimizer.lr=0: expected a number > 0"),
+    ("benchmark=none", "monitor=bench/synthetic/accuracy names benchmark 'synthetic', which is not configured"),
+])
+def test_config_errors_name_the_option_before_training(override, message):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from facelearn.validate import validate_train_config
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="facelearn.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+experiment=conventional_shallow", override])
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        validate_train_config(cfg)
+
+
+def test_resume_from_a_non_checkpoint_is_named(tmp_path):
+    from facelearn.validate import check_checkpoint_file
+    bad = tmp_path / "notes.ckpt"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match=f"ckpt_path: {bad} is not a loadable facelearn checkpoint"):
+        check_checkpoint_file(str(bad))
+    import torch
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="is not a facelearn checkpoint"):
+        check_checkpoint_file(str(tmp_path / "other.ckpt"))
+
+
+def test_corrupt_cache_file_is_named_and_rebuilt(tmp_path, caplog):
+    import logging
+
+    from facelearn.data.images import FaceCrop, decode_images
+    paths = []
+    for i in range(3):
+        img(tmp_path / "imgs" / f"{i}.jpg", i)
+        paths.append(str(tmp_path / "imgs" / f"{i}.jpg"))
+    cache = tmp_path / "cache"
+    first = decode_images(paths, FaceCrop(8), cache)
+    (cache_file,) = cache.glob("*.npy")
+    cache_file.write_bytes(cache_file.read_bytes()[:20])  # truncated: "EOF: reading array header"
+    with caplog.at_level(logging.WARNING):
+        again = decode_images(paths, FaceCrop(8), cache)
+    assert str(cache_file) in caplog.text and "rebuilding" in caplog.text
+    assert np.array_equal(first, again)
+    assert np.array_equal(np.load(cache_file), first)  # the rebuilt cache is good

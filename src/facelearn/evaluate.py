@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from facelearn.build import build_module
+from facelearn.validate import check_checkpoint_file
 from facelearn.eval.benchmark import evaluate_set, format_identification_table, format_table
 from facelearn.eval.scorers import CosineScorer
 
@@ -29,18 +30,9 @@ warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprec
 
 def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, DictConfig]:
     """The LightningModule saved in a facelearn checkpoint, in eval mode, and the run's config."""
-    if not os.path.isfile(ckpt_path):
-        raise FileNotFoundError(f"ckpt_path: checkpoint {ckpt_path} does not exist")
     # facelearn stores only tensors and plain Python values in its checkpoints, so the restricted unpickler
     # suffices; it refuses to run code that a crafted file carries (weights_only=False would execute it).
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError (not a zip/pickle), ...
-        raise ValueError(f"ckpt_path: {ckpt_path} is not a loadable facelearn checkpoint (loaded with "
-                         f"torch.load(weights_only=True), which refuses anything but tensors and plain values): "
-                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("facelearn_config") is None:
-        raise ValueError(f"{ckpt_path} is not a facelearn checkpoint (no 'facelearn_config' entry)")
+    ckpt = check_checkpoint_file(ckpt_path)
     cfg = OmegaConf.create(ckpt["facelearn_config"])
     module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
     module.load_state_dict(ckpt["state_dict"])

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from facelearn.build import build_list, build_module
+from facelearn.validate import validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather i
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _recursive_=True)
     datamodule.setup("fit")

@@ -90,10 +90,18 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes)}.npy"
         if cache_file.is_file():
-            arr = np.load(cache_file, mmap_mode="r")
-            if arr.shape == (len(paths), 3, crop.image_size, crop.image_size):
-                log.info("loaded %d decoded images from cache %s", len(paths), cache_file)
-                return np.ascontiguousarray(arr)
+            try:
+                arr = np.load(cache_file, mmap_mode="r", allow_pickle=False)
+                if arr.shape == (len(paths), 3, crop.image_size, crop.image_size) and arr.dtype == np.uint8:
+                    out = np.ascontiguousarray(arr)
+                    log.info("loaded %d decoded images from cache %s", len(paths), cache_file)
+                    return out
+                log.warning("decoded-image cache %s holds %s %s, expected (%d, 3, %d, %d) uint8: rebuilding it "
+                            "from the images", cache_file, arr.dtype, arr.shape, len(paths), crop.image_size,
+                            crop.image_size)
+            except (OSError, ValueError, EOFError) as e:
+                log.warning("decoded-image cache %s is unreadable (%s): rebuilding it from the images",
+                            cache_file, e)
     out = np.empty((len(paths), 3, crop.image_size, crop.image_size), dtype=np.uint8)
     # Pillow releases the GIL while decoding, so threads give a near-linear speedup without pickling arrays.
     threads = num_threads or min(8, os.cpu_count() or 1)

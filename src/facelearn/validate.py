@@ -1,0 +1,68 @@
+"""Checks of a composed training config that run before any data is decoded or any step is taken, so a typo or an
+impossible value stops the run with a message naming the option instead of a traceback deep in the run."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _int(cfg: DictConfig, key: str, minimum: int) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}={value!r}: expected an integer >= {minimum}")
+
+
+def _positive_number(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{key}={value!r}: expected a number > 0")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Types and ranges of the options users type most, the monitor metric, precision vs device, ckpt_path."""
+    for key, minimum in (("data.batch_size", 1), ("data.image_size", 8), ("data.num_workers", 0),
+                         ("trainer.max_epochs", 1), ("trainer.devices", 1), ("trainer.num_nodes", 1),
+                         ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0)):
+        _int(cfg, key, minimum)
+    _positive_number(cfg, "optimizer.lr")
+    trainer = cfg.get("trainer") or {}
+    precision = str(trainer.get("precision", ""))
+    if trainer.get("accelerator") == "cpu" and precision in ("16-true", "bf16-true", "16", "bf16", "16-mixed"):
+        raise ValueError(f"trainer.precision={precision} is not supported on trainer.accelerator=cpu: use 32-true "
+                         "(or bf16-mixed)")
+    monitor = cfg.get("monitor")
+    benchmarks = cfg.get("benchmark") or {}
+    if monitor and str(monitor).startswith("bench/"):
+        name = str(monitor).split("/")[1]
+        if name not in benchmarks:
+            hint = f"e.g. monitor=bench/{next(iter(benchmarks))}/accuracy" if benchmarks else "monitor=null"
+            raise ValueError(f"monitor={monitor} names benchmark {name!r}, which is not configured (benchmarks: "
+                             f"{sorted(benchmarks) or 'none'}); the best checkpoint would never be written: "
+                             f"set {hint}")
+    ckpt = cfg.get("ckpt_path")
+    if ckpt:
+        check_checkpoint_file(str(ckpt))
+
+
+def check_checkpoint_file(path: str) -> dict[str, Any]:
+    """Load a checkpoint with the restricted unpickler, or fail naming the file."""
+    import torch
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ckpt_path: checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError (not a zip/pickle), ...
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"ckpt_path: {path} is not a loadable facelearn checkpoint (loaded with "
+                         f"torch.load(weights_only=True), which refuses anything but tensors and plain values): "
+                         f"{type(e).__name__}: {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("facelearn_config") is None or "state_dict" not in ckpt:
+        raise ValueError(f"ckpt_path: {path} is not a facelearn checkpoint (no 'facelearn_config' / 'state_dict')")
+    return ckpt
