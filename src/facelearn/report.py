@@ -36,6 +36,17 @@ def find_runs(roots: list[str]) -> list[Path]:
     return runs
 
 
+def runs_without_results(roots: list[str]) -> list[Path]:
+    """Job directories (they hold ``.hydra/``) with no metrics file: failed or unfinished jobs of a sweep."""
+    out = []
+    for root in roots:
+        for hydra_dir in Path(root).rglob(".hydra"):
+            job = hydra_dir.parent
+            if not any((job / n).is_file() for n in ("benchmark_metrics.json", "evaluation.json")):
+                out.append(job)
+    return sorted(out)
+
+
 def run_overrides(run: Path) -> list[str]:
     """The run's Hydra overrides without seed and paths (what distinguishes it from its neighbours)."""
     ov_file = run / ".hydra" / "overrides.yaml"
@@ -101,6 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     print(to_markdown(t))
     if common:
         print(f"\ncommon to all runs: {' '.join(common)}")
+    missing = runs_without_results(args.dirs)
+    if missing:
+        print(f"\n{len(missing)} job(s) without results (failed or unfinished), not in the table:", file=sys.stderr)
+        for job in missing:
+            print(f"  {job}: {' '.join(run_overrides(job))}", file=sys.stderr)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             csv.writer(fh).writerows(t)
