@@ -8,14 +8,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import warnings
 
 import hydra
 import lightning.pytorch as pl
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from facelearn.build import build_list, build_module
+from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
 from facelearn.validate import validate_train_config
 
 log = logging.getLogger(__name__)
@@ -37,13 +40,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.data.get("sampler") is not None:
         # Our batch samplers shard batches across ranks themselves (disjoint, same count per rank).
         extra["use_distributed_sampler"] = False
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      plugins=[AtomicCheckpointIO()], **extra)
     if trainer.is_global_zero:
         os.makedirs(cfg.paths.output_dir, exist_ok=True)
         OmegaConf.save(cfg, os.path.join(cfg.paths.output_dir, "config.yaml"), resolve=True)
         stats = getattr(datamodule, "split_stats", {})
         log.info("training %s on %d classes (%s)", type(module).__name__, datamodule.num_classes, stats)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        # SigtermCheckpoint has saved last.ckpt; a non-zero code tells the scheduler the job did not finish.
+        sys.exit(SIGTERM_EXIT_CODE)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     bench = next((c for c in callbacks if hasattr(c, "last_results")), None)
     if bench is not None:
