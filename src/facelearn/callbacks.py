@@ -22,6 +22,16 @@ class ResumeStateCallback(pl.Callback):
         self._pending_sampler: dict[str, Any] | None = None
         self._epoch = 0
         self._consumed = 0
+        self._layout: dict[str, int] | None = None      # this run's processes and batch size
+        self._restored_layout: dict[str, int] | None = None
+
+    @staticmethod
+    def _run_layout(trainer: pl.Trainer) -> dict[str, int]:
+        batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        return {"world_size": int(trainer.world_size), "batch_size": int(batch) if batch is not None else -1}
+
+    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        self._layout = self._run_layout(trainer)
 
     @staticmethod
     def _sampler(trainer: pl.Trainer) -> _ResumableBatchSampler | None:
@@ -41,7 +51,7 @@ class ResumeStateCallback(pl.Callback):
         # Only tensors and plain Python values, so checkpoints stay loadable with torch.load(weights_only=True).
         _, keys, pos, has_gauss, cached = np.random.get_state()
         version, internal, gauss = random.getstate()
-        return {"epoch": self._epoch, "start": self._consumed, "rng": {
+        return {"epoch": self._epoch, "start": self._consumed, "layout": self._layout, "rng": {
             "torch": torch.get_rng_state(),
             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached": float(cached)},
@@ -49,6 +59,7 @@ class ResumeStateCallback(pl.Callback):
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restored_layout = state.get("layout")
         self._epoch, self._consumed = int(state["epoch"]), int(state["start"])
         self._pending_sampler = {"epoch": self._epoch, "start": self._consumed}
         rng = state.get("rng")
@@ -63,6 +74,16 @@ class ResumeStateCallback(pl.Callback):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        # The LR schedule, the steps per epoch and each rank's slice of the batch list are functions of the number
+        # of processes and the batch size: resuming with other values would silently change the run (the schedule
+        # rebuilt for a new length while the step count continues, data skipped). Refuse instead.
+        old, new = self._restored_layout, self._run_layout(trainer)
+        if old and (old["world_size"], old["batch_size"]) != (new["world_size"], new["batch_size"]):
+            raise ValueError(
+                f"ckpt_path: the checkpoint was trained with {old['world_size']} process(es) x data.batch_size="
+                f"{old['batch_size']}, this run has {new['world_size']} x {new['batch_size']}. Resuming would "
+                "change the learning-rate schedule and skip or repeat data; resume with the same "
+                "trainer.devices x trainer.num_nodes and data.batch_size (or start a new run from its weights).")
         sampler = self._sampler(trainer)
         if sampler is not None and self._pending_sampler is not None:
             sampler.load_state_dict({**self._pending_sampler, "seed": sampler.seed})
