@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SST vs conventional AM-softmax on LFW-shallow at 112 px, MobileFaceNet, 10,008 steps (+schedule=gpu_10k), 3 seeds
-# per arm, all six runs side by side on one GPU. Run through the `device` tool from the repository root, carrying
+# per arm, all six runs side by side on one GPU. Not run yet: the session that wrote it was lent no GPU. Run through the `device` tool from the repository root, carrying
 # .whl (hydra-core, omegaconf, antlr4, pytorch-metric-learning) and .gpu_data (experiments/sst_real/pack_for_device.py).
 #   SMOKE=1 bash experiments/sst_real/device_run.sh    # one epoch of each arm on this machine's CPU, to check
 set -u
@@ -18,7 +18,8 @@ PY=${PY:-python3}
 LOGS=/tmp/fl_logs
 mkdir -p $LOGS
 COMMON=(+schedule=gpu_10k data.train.center_crop=null benchmark.lfw_devtest.center_crop=null)
-SST=(+experiment=sst_lfw method.momentum=0.999 method.momentum_end=null method.queue_size=256)
+# sst_lfw's gallery (momentum ramp 0 -> 0.999, queue 128): a constant 0.999 from step 0 collapsed on CPU.
+SST=(+experiment=sst_lfw ${SST_EXTRA:-})
 CONV=(+experiment=conventional_lfw_shallow)
 SEEDS=${SEEDS:-"1 2 3"}
 if [ "${SMOKE:-0}" = 1 ]; then
