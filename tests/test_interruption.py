@@ -86,3 +86,30 @@ def test_resume_on_another_world_size_or_batch_size_is_refused(tmp_path):
         assert proc.returncode != 0, args
         assert message in proc.stderr, proc.stderr[-3000:]
         assert "Resuming would change the learning-rate schedule" in proc.stderr
+
+
+def test_sigkill_mid_epoch_loses_at_most_the_interval_and_resumes_exactly(tmp_path):
+    """A run killed without warning resumes from the periodic mid-epoch last.ckpt to the uninterrupted numbers."""
+    import torch
+
+    env = dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache"), PYTHONWARNINGS="ignore::FutureWarning",
+               PYTHONUNBUFFERED="1")
+    args = [*ARGS, "callbacks.checkpoint_interval.train_time_interval.minutes=0.005"]  # every 0.3 s
+    log_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "facelearn.train", *args, f"paths.log_dir={log_dir}"]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:
+            if "epoch 2:" in line:
+                break
+        time.sleep(1.0)
+        proc.kill()
+        proc.stdout.read()
+    (ckpt,) = list(log_dir.rglob("checkpoints/last.ckpt"))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["global_step"] > 0
+    run_cli([*args, f"ckpt_path={ckpt}"], tmp_path / "resumed")
+    run_cli(args, tmp_path / "straight")
+    resumed, straight = final_metrics(tmp_path / "resumed"), final_metrics(tmp_path / "straight")
+    for key in ("accuracy", "auc", "tar@far=0.1"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
