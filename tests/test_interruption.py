@@ -4,6 +4,7 @@ resumed run ends with the same numbers as an uninterrupted one (issue 11, item 4
 SST runs on the identity-pair batch sampler, whose position is in the checkpoint; the default `random` sampler of
 conventional runs reshuffles a resumed epoch (a known limit, recorded on issue 11)."""
 
+import csv
 import json
 import os
 import signal
@@ -17,6 +18,11 @@ from conftest import ROOT, TINY, run_cli
 
 ARGS = ["+experiment=sst_shallow", *TINY, "trainer.max_epochs=6", "data.batch_size=16", "method.queue_size=48",
         "callbacks.benchmark.every_n_epochs=6"]
+
+
+def diag_steps(csv_file):
+    with csv_file.open() as fh:
+        return [int(r["step"]) for r in csv.DictReader(fh) if r.get("diag/effective_rank")]
 
 
 def final_metrics(log_dir):
@@ -44,12 +50,21 @@ def test_sigterm_saves_resumable_checkpoint_and_exits_nonzero(tmp_path):
     assert "SIGTERM received: saved a resumable checkpoint" in out
     (ckpt,) = list(log_dir.rglob("checkpoints/last.ckpt"))
     assert not list(log_dir.rglob("*.tmp-*"))  # atomic save left no temporary file
+    import torch
 
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     run_cli([*ARGS, f"ckpt_path={ckpt}"], tmp_path / "resumed")
     run_cli(ARGS, tmp_path / "straight")
-    resumed, straight = final_metrics(tmp_path / "resumed"), final_metrics(tmp_path / "straight")
+    # The resumed run continued in its own run directory, not a new one...
+    assert not (tmp_path / "resumed" / "logs").exists()
+    resumed, straight = final_metrics(log_dir), final_metrics(tmp_path / "straight")
     for key in ("accuracy", "auc", "tar@far=0.1"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+    # ... and its metrics.csv holds the steps before the interruption once and those after it.
+    (csv_file,) = list(log_dir.rglob("metrics.csv"))
+    (straight_csv,) = list((tmp_path / "straight").rglob("metrics.csv"))
+    steps, straight_steps = diag_steps(csv_file), diag_steps(straight_csv)
+    assert steps == straight_steps and min(steps) < state["global_step"] < max(steps)
 
 
 def test_atomic_save_replaces_in_place(tmp_path):
@@ -110,6 +125,6 @@ def test_sigkill_mid_epoch_loses_at_most_the_interval_and_resumes_exactly(tmp_pa
     assert state["global_step"] > 0
     run_cli([*args, f"ckpt_path={ckpt}"], tmp_path / "resumed")
     run_cli(args, tmp_path / "straight")
-    resumed, straight = final_metrics(tmp_path / "resumed"), final_metrics(tmp_path / "straight")
+    resumed, straight = final_metrics(log_dir), final_metrics(tmp_path / "straight")
     for key in ("accuracy", "auc", "tar@far=0.1"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key

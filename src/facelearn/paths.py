@@ -33,6 +33,18 @@ def default_data_dir() -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("facelearn.cwd", working_dir), ("facelearn.data_dir", default_data_dir)):
+    for name, fn in (("facelearn.cwd", working_dir), ("facelearn.data_dir", default_data_dir),
+                     ("facelearn.resume_run_dir", resume_run_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def resume_run_dir(ckpt_path: str | None, default: str) -> str:
+    """The run directory a resumed training run continues: the one holding ``ckpt_path`` when that checkpoint is
+    ``<run dir>/checkpoints/<file>`` of a facelearn run (its ``.hydra/`` is beside it), else ``default``."""
+    if not ckpt_path:
+        return default
+    run = Path(str(ckpt_path)).resolve().parent.parent
+    if Path(str(ckpt_path)).resolve().parent.name == "checkpoints" and (run / ".hydra").is_dir():
+        return str(run)
+    return default
