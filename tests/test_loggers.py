@@ -21,9 +21,9 @@ def test_csv_continues_and_drops_rows_after_the_checkpoint(tmp_path):
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
     assert rows[-1]["train/loss"] == "40.0" and rows[-1]["diag/effective_rank"] == "2.0"
     fresh = ContinuingCSVLogger(save_dir=str(tmp_path), name="csv", version="")
-    fresh.log_metrics({"train/loss": 1.0}, step=0)
     with pytest.warns(UserWarning, match="will be deleted"):
-        fresh.save()  # a new (not resumed) run in the same directory starts a new file, as Lightning's does
+        fresh.log_metrics({"train/loss": 1.0}, step=0)
+    fresh.save()  # a new (not resumed) run in the same directory starts a new file, as Lightning's does
     with open(tmp_path / "csv" / "metrics.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 1
 
