@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 BENCH = (("lfw_devtest", "accuracy"), ("lfw_devtest", "tar@far=0.01"), ("cfp_fp", "accuracy"),
-         ("cfp_fp", "tar@far=0.01"))
+         ("cfp_fp", "tar@far=0.01"), ("cfp_ff", "accuracy"))
 
 
 def arm_and_seed(overrides: list[str]) -> tuple[str, int]:
@@ -60,6 +60,9 @@ def copy_runs(roots: list[Path], out: Path) -> None:
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copy(metrics, dest / "benchmark_metrics.json")
             shutil.copy(job / ".hydra" / "overrides.yaml", dest / "overrides.yaml")
+            ff = job / "cfp_ff" / "evaluation.json"  # experiments/sst_real/evaluate_cfp_ff.sh
+            if ff.is_file():
+                shutil.copy(ff, dest / "cfp_ff_evaluation.json")
             if (job / "csv" / "metrics.csv").is_file():
                 (dest / "diagnostics.json").write_text(json.dumps(diagnostics(job / "csv" / "metrics.csv"), indent=1))
 
@@ -78,10 +81,12 @@ def table(out: Path, reference: str | None) -> str:
         overrides = yaml.safe_load((d / "overrides.yaml").read_text())
         arm, seed = arm_and_seed(overrides)
         m = json.loads((d / "benchmark_metrics.json").read_text())["metrics"]
+        if (d / "cfp_ff_evaluation.json").is_file():
+            m.update(json.loads((d / "cfp_ff_evaluation.json").read_text())["metrics"])
         diag = json.loads((d / "diagnostics.json").read_text()) if (d / "diagnostics.json").is_file() else {}
         arms[arm][seed] = {"m": m, "diag": diag}
     ref = arms.get(reference or "", {})
-    head = ["arm", "seeds", *(f"{b} {k}" for b, k in BENCH), "Δ LFW acc vs ref (paired)", "Δ CFP-FP acc vs ref (paired)",
+    head = ["arm", "seeds", *(f"{b} {k}" for b, k in BENCH), "Δ LFW acc vs ref (paired)", "Δ CFP-FP acc vs ref (paired)", "Δ CFP-FF acc vs ref (paired)",
             "eff. rank end (min)", "neg. cos end", "probe-gallery cos early → end"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, runs in sorted(arms.items()):
@@ -89,8 +94,8 @@ def table(out: Path, reference: str | None) -> str:
         cells = [arm, ",".join(map(str, seeds))]
         for b, k in BENCH:
             cells.append(mean_std([100 * runs[s]["m"][b][k] for s in seeds if b in runs[s]["m"]]))
-        for b in ("lfw_devtest", "cfp_fp"):
-            shared = [s for s in seeds if s in ref and arm != reference]
+        for b in ("lfw_devtest", "cfp_fp", "cfp_ff"):
+            shared = [s for s in seeds if s in ref and arm != reference and b in runs[s]["m"] and b in ref[s]["m"]]
             diffs = [100 * (runs[s]["m"][b]["accuracy"] - ref[s]["m"][b]["accuracy"]) for s in shared]
             cells.append(mean_std(diffs) + (f" (n={len(diffs)})" if diffs else ""))
         d = [runs[s]["diag"] for s in seeds]
