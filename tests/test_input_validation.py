@@ -124,3 +124,28 @@ def test_corrupt_cache_file_is_named_and_rebuilt(tmp_path, caplog):
     assert str(cache_file) in caplog.text and "rebuilding" in caplog.text
     assert np.array_equal(first, again)
     assert np.array_equal(np.load(cache_file), first)  # the rebuilt cache is good
+
+
+def test_hostile_bin_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.bin"
+    path.write_bytes(pickle.dumps(([b"x", b"y"], [Payload()])))
+    with pytest.raises(ValueError, match=r"evil.bin: not an insightface .bin .*refusing to load io.open"):
+        load_bin_pairs(str(path), 8)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("flags", [[True, False], np.array([True, False]), [np.bool_(True), np.bool_(False)]])
+def test_bin_flags_as_bools_or_numpy_load(tmp_path, flags):
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    path = tmp_path / "ok.bin"
+    path.write_bytes(pickle.dumps(([buf.getvalue()] * 4, flags), protocol=4))
+    ps = load_bin_pairs(str(path), 8)
+    assert ps.issame.tolist() == [True, False]

@@ -145,15 +145,32 @@ class LFWPairs:
         return PairSet(self.name, images, index, issame, folds, names)
 
 
+class _BinUnpickler(pickle.Unpickler):
+    """Unpickles only what an insightface ``.bin`` holds: lists/tuples of bytes and bools, and the numpy objects
+    (bool arrays and scalars) some writers used. Any other global (``os.system``, ``builtins.eval``, ...) is
+    refused, so a hostile file cannot run code while it is read."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy", "bool_"),
+               ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+               ("_codecs", "encode"), ("builtins", "bytearray")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (a .bin holds only image bytes and "
+                                     "same/different flags)")
+
+
 def load_bin_pairs(path: str, image_size: int, name: str | None = None) -> PairSet:
     """An insightface verification ``.bin``: a pickle of ``(bins, issame_list)``, ``bins`` the encoded images of
-    consecutive pairs. **Unpickling runs code from the file: load only ``.bin`` files from a source you trust.**
-    """
+    consecutive pairs. Read with a restricted unpickler (``_BinUnpickler``): a file that needs anything else,
+    e.g. code to run, is refused with an error naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"benchmark .bin not found: {path}")
     with open(path, "rb") as fh:
         try:
-            bins, issame = pickle.load(fh, encoding="bytes")
+            bins, issame = _BinUnpickler(fh, encoding="bytes").load()
         except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
             raise ValueError(f"{path}: not an insightface .bin (pickled (bins, issame_list)): {e}") from e
     if len(bins) != 2 * len(issame):
