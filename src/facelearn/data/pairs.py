@@ -191,7 +191,7 @@ def load_bin_pairs(path: str, image_size: int, name: str | None = None) -> PairS
 
 
 class BinPairs:
-    """Config wrapper for ``load_bin_pairs`` (see its warning about untrusted files)."""
+    """Config wrapper for ``load_bin_pairs`` (restricted unpickling: see ``_BinUnpickler``)."""
 
     def __init__(self, path: str, name: str | None = None) -> None:
         self.path, self.name = str(path), name or os.path.splitext(os.path.basename(str(path)))[0]
