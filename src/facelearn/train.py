@@ -53,7 +53,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         stats = getattr(datamodule, "split_stats", {})
         log.info("training %s on %d classes (%s)", type(module).__name__, datamodule.num_classes, stats)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: the restricted unpickler (facelearn checkpoints hold only tensors and plain values).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except SIGTERMException:
         # SigtermCheckpoint has saved last.ckpt; a non-zero code tells the scheduler the job did not finish.
         sys.exit(SIGTERM_EXIT_CODE)
