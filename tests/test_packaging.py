@@ -1,4 +1,5 @@
-"""The configs ship inside the package: a non-editable install composes configs from outside the repo."""
+"""The configs ship inside the package: a non-editable install composes configs and runs a multirun from outside
+the repo."""
 
 import os
 import subprocess
@@ -27,3 +28,14 @@ def test_non_editable_install_finds_configs(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "facelearn.data.pairs.LFWPairs" in out.stdout
+    # A multirun from the installed wheel, typed from a directory outside the repository, no paths override.
+    from conftest import TINY
+    work = tmp_path / "work"
+    work.mkdir()
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "-m", "+experiment=conventional_shallow",
+                          "head=arcface,cosface", *TINY, "trainer.max_epochs=1"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    (sweep,) = list((work / "logs" / "multiruns").iterdir())
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert all((sweep / j / "benchmark_metrics.json").is_file() for j in ("0", "1"))
