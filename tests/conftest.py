@@ -37,3 +37,13 @@ def lfw_root() -> Path:
     if not (LFW_ROOT / "pairsDevTest.txt").is_file():
         pytest.skip(f"LFW not found at {LFW_ROOT} (../shared absent)")
     return LFW_ROOT
+
+
+class FilePayload:
+    """Unpickling this object creates ``marker``: a stand-in for code a hostile pickle would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

@@ -234,15 +234,12 @@ def test_evaluate_never_runs_code_from_a_checkpoint(tmp_path):
     import subprocess
     import sys
 
-    marker = tmp_path / "payload_ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    evil = tmp_path / "evil.ckpt"
     import torch
-    torch.save({"facelearn_config": {}, "state_dict": {}, "x": Payload()}, evil, pickle_module=pickle)
+
+    from conftest import FilePayload
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"facelearn_config": {}, "state_dict": {}, "x": FilePayload(marker)}, evil, pickle_module=pickle)
     bogus = tmp_path / "text.ckpt"
     bogus.write_text("not a checkpoint")
     for path in (evil, bogus):

@@ -127,14 +127,10 @@ def test_corrupt_cache_file_is_named_and_rebuilt(tmp_path, caplog):
 
 
 def test_hostile_bin_is_refused_without_running_code(tmp_path):
+    from conftest import FilePayload
     marker = tmp_path / "payload_ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
     path = tmp_path / "evil.bin"
-    path.write_bytes(pickle.dumps(([b"x", b"y"], [Payload()])))
+    path.write_bytes(pickle.dumps(([b"x", b"y"], [FilePayload(marker)])))
     with pytest.raises(ValueError, match=r"evil.bin: not an insightface .bin .*refusing to load io.open"):
         load_bin_pairs(str(path), 8)
     assert not marker.exists()
