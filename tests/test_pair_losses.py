@@ -125,3 +125,26 @@ def test_references_and_self_pair_exclusion():
     assert loss.item() == pytest.approx(0.517638, abs=1e-5)
     with pytest.raises(ValueError, match="both"):
         ContrastiveLoss()(X, Y, ref_embeddings=X)
+
+
+def test_squared_contrastive_and_triplet_by_hand():
+    """2-D points at known distances: the squared forms use d², the default forms d."""
+    import math
+
+    import torch
+
+    from facelearn.nn.pair_losses import ContrastiveLoss, TripletLoss
+    # a = (1, 0), p = (0, 1): d(a, p) = sqrt(2); n = (-1, 0): d(a, n) = 2, d(p, n) = sqrt(2)
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    # contrastive, pos_margin 0, neg_margin 2.5: positive pair (a,p): d; negatives (a,n): 2.5 - 2, (p,n): 2.5 - sqrt2
+    plain = ContrastiveLoss(0.0, 2.5)(emb, labels)
+    squared = ContrastiveLoss(0.0, 2.5, squared=True)(emb, labels)
+    # pml averages positives and negatives separately over their non-zero terms, then sums the two
+    assert float(plain) == pytest.approx(math.sqrt(2) + ((2.5 - 2) + (2.5 - math.sqrt(2))) / 2, rel=1e-5)
+    assert float(squared) == pytest.approx(2.0 + ((2.5 - 4) * 0 + (2.5 - 2)) / 1, rel=1e-5)
+    # triplet (a, p, n) and (p, a, n), margin 1: plain sqrt2 - 2 + 1 and sqrt2 - sqrt2 + 1; squared 2 - 4 + 1 < 0, 2 - 2 + 1
+    t_plain = TripletLoss(margin=1.0, selection="all")(emb, labels)
+    t_sq = TripletLoss(margin=1.0, selection="all", squared=True)(emb, labels)
+    assert float(t_plain) == pytest.approx(((math.sqrt(2) - 1) + 1) / 2, rel=1e-5)
+    assert float(t_sq) == pytest.approx(1.0, rel=1e-5)

@@ -5,8 +5,9 @@ with itself is excluded; with references (SST's gallery features + queue) every 
 reference, and a reference with the embedding's label is a positive. Losses that need positives raise a clear
 error when the batch holds none (use the M-per-class or identity-pair sampler).
 
-* ``ContrastiveLoss`` and ``TripletLoss`` delegate to pytorch-metric-learning, which computes exactly the
-  textbook forms (with references too).
+* ``ContrastiveLoss`` and ``TripletLoss`` delegate to pytorch-metric-learning (references too). By default they use
+  the plain Euclidean distance d of the normalised embeddings, as pml does; Hadsell et al. (contrastive) and FaceNet
+  (triplet) square it: ``squared=true`` gives those forms (d² in place of d, margins then in squared units).
 * ``NPairsLoss`` (Sohn 2016) is ours: pml's version does not accept references, which SST needs (the queue adds
   negatives). Without references it equals pml's ``NPairsLoss`` on scaled embeddings (tested).
 * ``LiftedStructureLoss`` (Oh Song et al. 2016) is ours for the same reason, with the trainable feature scale of the
@@ -62,12 +63,14 @@ class PairLoss(nn.Module):
 class ContrastiveLoss(PairLoss):
     """Contrastive loss (Hadsell et al. 2006; Sun et al. 2014 for faces) on Euclidean distances of L2-normalised
     embeddings: positives pulled in, ``relu(d - pos_margin)``, negatives pushed past ``relu(neg_margin - d)``;
-    averaged over the pairs with non-zero loss (pml's ``ContrastiveLoss``)."""
+    averaged over the pairs with non-zero loss (pml's ``ContrastiveLoss``). ``squared``: d² instead of d (the form
+    of Hadsell et al., who also square the hinge; pml does not)."""
 
-    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0) -> None:
+    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, squared: bool = False) -> None:
         super().__init__()
         self.loss = losses.ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin,
-                                           distance=distances.LpDistance(normalize_embeddings=True))
+                                           distance=distances.LpDistance(normalize_embeddings=True,
+                                                                         power=2 if squared else 1))
 
     def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
         _, _, _, pos, _ = _prepare(embeddings, labels, ref_embeddings, ref_labels)
@@ -77,18 +80,19 @@ class ContrastiveLoss(PairLoss):
 
 
 class TripletLoss(PairLoss):
-    """Triplet loss (Schroff et al. 2015) ``relu(d(a,p) - d(a,n) + margin)`` on L2-normalised embeddings.
+    """Triplet loss ``relu(d(a,p) - d(a,n) + margin)`` on L2-normalised embeddings; ``squared``: d² as in FaceNet
+    (Schroff et al. 2015, eq. 1).
 
     ``selection``: ``all`` (every valid triplet, averaged over the non-zero ones), ``hard`` (batch-hard: hardest
     positive and hardest negative per anchor, Hermans et al. 2017) or ``semihard`` (negatives farther than the
     positive but inside the margin, FaceNet).
     """
 
-    def __init__(self, margin: float = 0.2, selection: str = "all") -> None:
+    def __init__(self, margin: float = 0.2, selection: str = "all", squared: bool = False) -> None:
         super().__init__()
         if selection not in ("all", "hard", "semihard"):
             raise ValueError(f"loss.triplet.selection must be all | hard | semihard, got {selection!r}")
-        dist = distances.LpDistance(normalize_embeddings=True)
+        dist = distances.LpDistance(normalize_embeddings=True, power=2 if squared else 1)
         self.selection = selection
         self.loss = losses.TripletMarginLoss(margin=margin, distance=dist)
         self.miner = {"all": None, "hard": miners.BatchHardMiner(distance=dist),
