@@ -145,3 +145,17 @@ def test_bin_flags_as_bools_or_numpy_load(tmp_path, flags):
     path.write_bytes(pickle.dumps(([buf.getvalue()] * 4, flags), protocol=4))
     ps = load_bin_pairs(str(path), 8)
     assert ps.issame.tolist() == [True, False]
+
+
+def test_doppelganger_sampler_without_mining_is_refused():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from facelearn.validate import validate_train_config
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="facelearn.conf", version_base="1.3"):
+        bad = compose(config_name="train", overrides=["data/sampler=doppelganger"])
+        good = compose(config_name="train", overrides=["+experiment=dm_joint"])
+    with pytest.raises(ValueError, match="data/sampler=doppelganger needs callbacks.doppelganger"):
+        validate_train_config(bad)
+    validate_train_config(good)

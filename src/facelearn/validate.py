@@ -46,6 +46,13 @@ def validate_train_config(cfg: DictConfig) -> None:
             raise ValueError(f"monitor={monitor} names benchmark {name!r}, which is not configured (benchmarks: "
                              f"{sorted(benchmarks) or 'none'}); the best checkpoint would never be written: "
                              f"set {hint}")
+    sampler = (cfg.get("data") or {}).get("sampler") or {}
+    callbacks = cfg.get("callbacks") or {}
+    mining = any(c is not None and "DoppelgangerCallback" in str(c.get("_target_", "")) for c in callbacks.values())
+    if "DoppelgangerSampler" in str(sampler.get("_target_", "")) and not mining:
+        raise ValueError("data/sampler=doppelganger needs callbacks.doppelganger (the mining callback that fills the "
+                         "doppelganger list); without it every batch would silently be random classes. Use a dm_* "
+                         "experiment or add +callbacks.doppelganger={_target_: facelearn.callbacks.DoppelgangerCallback}")
     ckpt = cfg.get("ckpt_path")
     if ckpt:
         check_checkpoint_file(str(ckpt))
