@@ -156,3 +156,20 @@ def test_dp_softmax_with_every_prototype_dominant_is_am_softmax():
     assert torch.isfinite(head(f, torch.tensor([5, 6]), prototypes=protos)).sum(1).tolist() == [5, 5]
     with pytest.raises(ValueError, match="head.num_dominant must be a positive integer"):
         DPSoftmax(embedding_size=2, num_classes=5, num_dominant=0)
+
+
+def test_l2softmax_is_ranjans_by_hand():
+    """logits = W (alpha x / |x|) + b with unnormalised W and a bias (not NormFace's s cos)."""
+    import torch
+
+    from facelearn.nn.heads import L2Softmax
+    head = L2Softmax(2, 2, scale=16.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 0.5]]))
+        head.bias.copy_(torch.tensor([0.1, -0.2]))
+    x = torch.tensor([[3.0, 4.0]])  # x / |x| = (0.6, 0.8)
+    logits = head(x, torch.tensor([0]))
+    assert logits.tolist()[0] == pytest.approx([16 * 0.6 * 2 + 0.1, 16 * 0.8 * 0.5 - 0.2])
+    assert isinstance(head.scale, torch.nn.Parameter)  # alpha is trained
+    logits.sum().backward()
+    assert head.scale.grad is not None and head.bias.grad is not None

@@ -127,8 +127,31 @@ class Softmax(MarginHead):
             return F.linear(features.float(), self.prototypes(prototypes).float(), bias)
 
 
+class L2Softmax(Softmax):
+    """L2-softmax (Ranjan, Castillo, Chellappa 2017), as the doppelganger paper uses it ([30], §4.2.5): the feature is
+    L2-normalised and scaled by α (trainable, initialised at 16), then classified by a plain FC layer whose weights
+    are **not** normalised, with a bias: ``logits = W (α x / ‖x‖) + b``. (NormFace, ``head=normface``, normalises the
+    weights too and has no bias.) With given prototypes (SST) there is no bias."""
+
+    def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 16.0,
+                 learnable_scale: bool = True, bias: bool = True) -> None:
+        super().__init__(embedding_size, num_classes, bias)
+        if learnable_scale:
+            self.scale = nn.Parameter(torch.tensor(float(scale)))
+        else:
+            self.register_buffer("scale", torch.tensor(float(scale)), persistent=False)
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor,
+                prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            x = F.normalize(features.float(), dim=1) * self.scale.float()
+            bias = self.bias if prototypes is None else None
+            return F.linear(x, self.prototypes(prototypes).float(), bias)
+
+
 class NormFace(MarginHead):
-    """L2-softmax / NormFace: ``s cos θ`` (no margin)."""
+    """NormFace (Wang et al. 2017): features and weights normalised, ``s cos θ`` (no margin, no bias); the scale
+    can be trainable (``learnable_scale``)."""
 
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 30.0,
                  learnable_scale: bool = False) -> None:
