@@ -199,3 +199,23 @@ def test_identification_folder_rank1_with_distractors(tmp_path):
     assert sorted(k for k in m if "coverage" in k) == ["probe/coverage@50", "probe/coverage@99"]
     with pytest.raises(ValueError, match=r"benchmark.identification.precisions must be fractions in \(0, 1\]"):
         IdentificationFolder(str(tmp_path / "ids"), precisions=[99])
+
+
+def test_no_image_twice_in_a_batch_and_counts_in_range():
+    """LFW-like classes, most with 1-2 images: no image repeats, the batch keeps its size, short classes counted."""
+    from facelearn.data.doppelganger import DoppelgangerSampler
+    rng = np.random.default_rng(0)
+    sizes = rng.choice([1, 1, 1, 2, 2, 3, 6], 300)
+    labels = np.repeat(np.arange(300), sizes)
+    s = DoppelgangerSampler(labels, batch_size=81, images_per_class=3, num_random=9, seed=0)
+    for i in range(20):
+        b = s.build_batch(0, i)
+        assert len(b) == 81 and len(set(b)) == 81
+        _, counts = np.unique(labels[b], return_counts=True)
+        assert counts.max() <= 3
+    assert s.short_classes > 0
+    # the count range is kept when the batch is a sum of in-range counts: 16 from [3, 5] never gives a 1 or a 6
+    s2 = DoppelgangerSampler(np.repeat(np.arange(40), 8), batch_size=16, images_per_class=[3, 5], num_random=4)
+    for i in range(50):
+        counts = np.unique(np.repeat(np.arange(40), 8)[s2.build_batch(0, i)], return_counts=True)[1]
+        assert counts.min() >= 3 and counts.max() <= 5 and counts.sum() == 16

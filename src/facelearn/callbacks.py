@@ -96,7 +96,8 @@ class DoppelgangerCallback(pl.Callback):
     Reads ``outputs["logits"]`` (the margin head's scores, returned by the training step: no extra forward pass);
     under DDP the per-sample candidates of all ranks are gathered so every rank applies the same update and holds
     the same list. The list is callback state, saved in checkpoints. Logs ``dm/assigned`` (classes with a
-    doppelganger) and ``dm/changes`` (entries changed by the step).
+    doppelganger), ``dm/changes`` (entries changed by the step) and ``dm/short_classes`` (batch classes that had
+    fewer images than their count and gave each image once, their slots going to other classes).
     """
 
     def __init__(self) -> None:
@@ -126,6 +127,9 @@ class DoppelgangerCallback(pl.Callback):
         changes = self.list.update(labels.cpu(), cand.cpu(), val.cpu())
         pl_module.log("dm/assigned", float(self.list.num_assigned), on_step=True, on_epoch=False)
         pl_module.log("dm/changes", float(changes), on_step=True, on_epoch=True, reduce_fx="sum")
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if isinstance(sampler, DoppelgangerSampler):  # classes with fewer images than their count, so far
+            pl_module.log("dm/short_classes", float(sampler.short_classes), on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.list is None else {"doppelganger": self.list.doppelganger.clone()}

@@ -98,8 +98,10 @@ class DoppelgangerSampler(_ResumableBatchSampler):
         self.num_classes = len(self.groups)
         self.batches_per_epoch = batches_per_epoch or max(1, len(labels) // (batch_size * num_replicas))
         self.doppelgangers = doppelgangers
+        self.short_classes = 0  # classes that had fewer images than their count (logged as dm/short_classes)
 
     def _counts(self, rng: np.random.Generator) -> list[int]:
+        """Per-class image counts, each within ``images_per_class``, summing to ``batch_size``."""
         lo, hi = self.count_range
         counts, total = [], 0
         while total < self.batch_size:
@@ -107,9 +109,17 @@ class DoppelgangerSampler(_ResumableBatchSampler):
             c = min(c, self.batch_size - total)
             counts.append(c)
             total += c
-        if len(counts) > 1 and counts[-1] < lo:  # fold a too-small remainder into the previous class
-            rest = counts.pop()
-            counts[-1] += rest
+        if len(counts) > 1 and counts[-1] < lo:
+            # Too small a remainder: take single images from classes above the minimum (keeps every count in
+            # range); only when none can give one is the remainder folded into a neighbour (possible only if
+            # batch_size is not a sum of in-range counts, e.g. 7 with a fixed count of 3).
+            for i in range(len(counts) - 1):
+                while counts[-1] < lo and counts[i] > lo:
+                    counts[i] -= 1
+                    counts[-1] += 1
+            if counts[-1] < lo:
+                rest = counts.pop()
+                counts[-1] += rest
         return counts
 
     def n_random(self, n_classes: int) -> int:
@@ -150,11 +160,32 @@ class DoppelgangerSampler(_ResumableBatchSampler):
         for r in range(self.num_replicas):  # every rank draws all ranks' classes: disjoint batches
             counts = self._counts(rng)
             classes = self._classes(len(counts), rng, taken)
+            # A class never contributes the same image twice (it would be its own "positive pair" for the
+            # exemplar losses). A class with fewer images than its count gives all it has; the missing slots go
+            # first to classes of the batch with images to spare (up to the maximum count), then to further
+            # random classes, so the batch keeps its size and, where possible, every count its range.
+            lo, hi = self.count_range
+            ks = [min(k, len(self.groups[c])) for c, k in zip(classes, counts)]
+            short = sum(1 for c, k in zip(classes, counts) if len(self.groups[c]) < k)
+            missing = sum(counts) - sum(ks)
+            for i, c in enumerate(classes):
+                add = min(missing, min(hi, len(self.groups[c])) - ks[i])
+                if add > 0:
+                    ks[i] += add
+                    missing -= add
+            while missing:
+                (c,) = self._classes(1, rng, taken)  # a random class not yet in the global batch
+                k = min(missing, len(self.groups[c]), hi)
+                missing -= k
+                for j in range(len(ks)):  # lift a too-small last class to the minimum with spare images
+                    while k < min(lo, len(self.groups[c])) and ks[j] > lo:
+                        ks[j] -= 1
+                        k += 1
+                classes, ks = [*classes, c], [*ks, k]
             if r == self.rank:
-                for c, k in zip(classes, counts):
-                    g = self.groups[c]
-                    batch += rng.choice(g, k, replace=len(g) < k).tolist()
+                batch = [i for c, k in zip(classes, ks) for i in rng.choice(self.groups[c], k, replace=False)]
                 self.last_classes = classes
+                self.short_classes += short
         return batch
 
     def __iter__(self):
