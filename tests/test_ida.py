@@ -138,3 +138,42 @@ def test_ida_r_scorer_pairs():
     assert s[0] == pytest.approx(s[2].item())  # commutative
     lf = sc.log_density(emb)
     assert s[1].item() == pytest.approx(2.0 * float(emb[2] @ emb[3]) + float(torch.logaddexp(lf[2], lf[3])))
+
+
+def test_ida_l_support_sets_hold_no_anchor_of_the_query_identity(monkeypatch):
+    """Toy world: every identity's images are near-identical, so its own real-db anchor is every query's nearest
+    neighbour. IDA-L's training targets must come from the k nearest anchors of *other* identities (footnote 1)."""
+    from facelearn.data.datamodule import FaceImageDataset
+    from facelearn.eval import scorers as sc
+
+    rng = np.random.default_rng(0)
+    n_id, per = 12, 4
+    protos = rng.integers(0, 255, (n_id, 3, 4, 4))
+    images = np.clip(np.repeat(protos, per, 0) + rng.integers(-2, 3, (n_id * per, 3, 4, 4)), 0, 255).astype(np.uint8)
+    labels = np.repeat(np.arange(n_id), per)
+
+    class _Set:
+        identities = {"x"}
+
+    class _DM:
+        train_dataset = FaceImageDataset(images, labels, [str(i) for i in range(n_id)])
+        benchmark_sets = {"t": _Set()}
+
+    seen = {}
+
+    def capture(emb, targets, *a, **k):
+        seen["emb"], seen["targets"] = emb, targets
+        return torch.nn.Linear(1, 1), 0.0
+
+    monkeypatch.setattr(sc, "fit_regressor", capture)
+    scorer = sc.IDALScorer(k=3, tau=1.0, anchors="real-db", backend="torch")
+    scorer.fit(_Module(), _DM())
+    anchors = _Module().embed(torch.from_numpy(images[scorer.anchor_set.dataset_index]))
+    anchor_labels = labels[scorer.anchor_set.dataset_index]
+    # by hand: for each training image, the 3 most similar anchors of other identities
+    sims = seen["emb"] @ anchors.T
+    train_labels = labels[np.sort(np.random.default_rng(scorer.anchor_set.seed + 1).permutation(len(labels)))]
+    mask = torch.from_numpy(anchor_labels)[None, :] == torch.from_numpy(train_labels)[:, None]
+    top = sims.masked_fill(mask, -2.0).topk(3, dim=1).values
+    assert torch.allclose(seen["targets"], sc.log_density(top.double(), 1.0).float(), atol=1e-5)
+    assert scorer.own_identity_dropped > 0  # the own anchor was among the nearest, and was skipped

@@ -64,6 +64,7 @@ class AnchorSet:
         self.source, self.max_anchors, self.seed = anchors, max_anchors, seed
         self.folder, self.center_crop = folder, center_crop
         self.dataset_index: np.ndarray | None = None  # training-image index of each real-db anchor
+        self.labels: np.ndarray | None = None  # training class of each anchor (real-db, fc-weights), else None
 
     def build(self, module: Any, datamodule: Any) -> torch.Tensor:
         from facelearn.eval.benchmark import embed_images
@@ -72,8 +73,9 @@ class AnchorSet:
             if head is None or getattr(head, "weight", None) is None:
                 raise ValueError("ida anchors=fc-weights needs a model whose head owns prototypes (conventional)")
             w = head.weight.detach().float().cpu()
-            keep = np.random.default_rng(self.seed).permutation(len(w))[:self.max_anchors]
-            return torch.nn.functional.normalize(w[np.sort(keep)], dim=1)
+            keep = np.sort(np.random.default_rng(self.seed).permutation(len(w))[:self.max_anchors])
+            self.labels = keep  # prototype c is class c
+            return torch.nn.functional.normalize(w[keep], dim=1)
         if self.source == "real-db":
             ds = getattr(datamodule, "train_dataset", None)
             if ds is None:
@@ -86,6 +88,7 @@ class AnchorSet:
                     raise ValueError(f"ida real-db anchors include identities of benchmark {bname!r} "
                                      f"(e.g. {sorted(overlap)[:5]}): the model was trained on test people")
             self.dataset_index = idx
+            self.labels = ds.labels[idx].numpy()
             return embed_images(module, ds.images[idx].numpy())
         paths, names = _folder_images(self.folder)
         bench_ids = set()
@@ -136,8 +139,9 @@ class IDALScorer(IDARScorer):
     """IDA-L (§3.2, eq. 6): a regressor predicts log F from the embedding; no anchor search at evaluation.
 
     ``fit`` trains the regressor stage-wise on the frozen model: targets are log F of (up to ``max_train``)
-    training-image embeddings from the anchor set (a real-db anchor never supports its own image). It is saved to
-    ``save_path`` and reloaded from ``regressor_path`` when given.
+    training-image embeddings over their support sets, which hold only *inter-class* neighbours (the paper's
+    footnote 1): an anchor of the query's own identity (its real-db image, its own class prototype) is skipped. It
+    is saved to ``save_path`` and reloaded from ``regressor_path`` when given.
     """
 
     def __init__(self, k: int = 10, tau: float = 1.0, anchors: str = "real-db", max_anchors: int = 50000,
@@ -149,6 +153,7 @@ class IDALScorer(IDARScorer):
         self.regressor_path, self.save_path = regressor_path, save_path
         self.regressor: SupportSetRegressor | None = None
         self.train_mse: float | None = None
+        self.own_identity_dropped = 0
 
     @property
     def needs_training_data(self) -> bool:  # type: ignore[override]
@@ -168,14 +173,16 @@ class IDALScorer(IDARScorer):
         train_idx = np.sort(rng.permutation(len(ds))[:self.max_train])
         emb = embed_images(module, ds.images[train_idx].numpy())
         sims, idx = self.index.search(emb, min(self.k + 1, len(self.index)))
-        if self.anchor_set.dataset_index is not None:  # drop an anchor that is the query image itself
-            own = torch.from_numpy(self.anchor_set.dataset_index)[idx] == torch.from_numpy(train_idx)[:, None]
-            order = torch.argsort(own.int(), dim=1, stable=True)  # self-matches last
+        if self.anchor_set.labels is not None:  # one anchor per class at most: drop the query's own identity's
+            own = torch.from_numpy(self.anchor_set.labels)[idx] == ds.labels[train_idx][:, None]
+            order = torch.argsort(own.int(), dim=1, stable=True)  # own-identity anchors last, then cut at k
             sims = sims.gather(1, order)
+            self.own_identity_dropped = int(own[:, :self.k].sum())
         targets = log_density(sims[:, :self.k], self.tau).float()
         self.regressor, self.train_mse = fit_regressor(emb, targets, self.hidden, self.epochs,
                                                        seed=self.anchor_set.seed)
-        log.info("IDA-L regressor: %d training embeddings, train MSE on log F %.4g", len(emb), self.train_mse)
+        log.info("IDA-L regressor: %d training embeddings, train MSE on log F %.4g; %d own-identity anchors kept "
+                 "out of the support sets", len(emb), self.train_mse, getattr(self, "own_identity_dropped", 0))
         if self.save_path:
             os.makedirs(os.path.dirname(os.path.abspath(self.save_path)), exist_ok=True)
             torch.save({"state_dict": self.regressor.state_dict(), "embedding_size": emb.shape[1],
