@@ -119,7 +119,7 @@ def test_training_step_enqueues_one_direction_and_rejects_non_pairs():
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     m.log = lambda *a, **k: None  # no trainer attached
     m.log_lr = lambda: None
-    loss = m.training_step((images, labels), 0)
+    loss = m.training_step((images, labels), 0)["loss"]
     assert torch.isfinite(loss) and m.queue.filled == 4 and int(m.queue.pointer) == 4
     assert m.queue.labels[:4].tolist() == [0, 1, 2, 3]
     with torch.no_grad():
