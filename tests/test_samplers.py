@@ -66,3 +66,21 @@ def test_bad_configuration_errors():
         MPerClassBatchSampler(LABELS, batch_size=400, images_per_class=4)
     with pytest.raises(ValueError, match="even"):
         IdentityPairSampler(LABELS, batch_size=7)
+
+
+def test_shuffle_sampler_covers_every_image_once_per_epoch_disjoint_ranks_and_resumes():
+    from facelearn.data.samplers import ShuffleBatchSampler
+    labels = np.arange(103) % 7
+    one = ShuffleBatchSampler(labels, batch_size=10, seed=3)
+    batches = list(one)
+    flat = [i for b in batches for i in b]
+    assert len(batches) == 10 and len(set(flat)) == 100 and all(len(b) == 10 for b in batches)
+    one.set_epoch(1)
+    assert list(one) != batches  # a new permutation every epoch
+    r0 = ShuffleBatchSampler(labels, batch_size=10, seed=3, num_replicas=2, rank=0)
+    r1 = ShuffleBatchSampler(labels, batch_size=10, seed=3, num_replicas=2, rank=1)
+    b0, b1 = list(r0), list(r1)
+    assert len(b0) == len(b1) == 5 and not {i for b in b0 for i in b} & {i for b in b1 for i in b}
+    resumed = ShuffleBatchSampler(labels, batch_size=10, seed=3)
+    resumed.load_state_dict({"epoch": 0, "start": 4, "seed": 3})
+    assert list(resumed) == batches[4:]

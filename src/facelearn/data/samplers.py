@@ -125,3 +125,23 @@ class IdentityPairSampler(MPerClassBatchSampler):
         if batch_size % 2:
             raise ValueError(f"data.batch_size={batch_size} must be even for identity pairs")
         super().__init__(labels, batch_size, images_per_class=2, seed=seed, num_replicas=num_replicas, rank=rank)
+
+
+class ShuffleBatchSampler(_ResumableBatchSampler):
+    """Plain shuffling, resumable: every epoch one seeded permutation of all images cut into global batches
+    (incomplete last batch dropped), each rank taking every ``num_replicas``-th. The default sampler
+    (``data/sampler=random``), so an interrupted conventional run resumes mid-epoch with exactly the remaining
+    batches, like the identity samplers."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        super().__init__(batch_size, seed, num_replicas, rank)
+        self.num_samples = len(labels)
+        if self.num_samples < batch_size * num_replicas:
+            raise ValueError(f"data.batch_size={batch_size} x {num_replicas} rank(s) exceeds the "
+                             f"{self.num_samples} training images")
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        n = self.batch_size
+        return [order[i:i + n].tolist() for i in range(0, len(order) - n + 1, n)]
