@@ -25,6 +25,12 @@ def diag_steps(csv_file):
         return [int(r["step"]) for r in csv.DictReader(fh) if r.get("diag/effective_rank")]
 
 
+def epoch_losses(csv_file):
+    with csv_file.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/loss_epoch")]
+    return [float(r["train/loss_epoch"]) for r in sorted(rows, key=lambda r: int(r["epoch"]))]
+
+
 def final_metrics(log_dir):
     (f,) = [p for p in log_dir.rglob("benchmark_metrics.json")]
     return json.loads(f.read_text())["metrics"]["synthetic"]
@@ -65,6 +71,8 @@ def test_sigterm_saves_resumable_checkpoint_and_exits_nonzero(tmp_path):
     (straight_csv,) = list((tmp_path / "straight").rglob("metrics.csv"))
     steps, straight_steps = diag_steps(csv_file), diag_steps(straight_csv)
     assert steps == straight_steps and min(steps) < state["global_step"] < max(steps)
+    # Epoch averages, the interrupted epoch's included, equal the uninterrupted run's.
+    assert epoch_losses(csv_file) == pytest.approx(epoch_losses(straight_csv), rel=1e-5)
 
 
 def test_atomic_save_replaces_in_place(tmp_path):

@@ -60,3 +60,37 @@ def test_mid_epoch_resume_matches_uninterrupted(tmp_path):
     assert torch.allclose(resumed.queue.features, full.queue.features, atol=1e-5)
     for a, b in zip(resumed.gallery.parameters(), full.gallery.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:.*resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_epoch_averages_of_a_mid_epoch_resume_cover_the_whole_epoch(tmp_path):
+    """train/loss_epoch of the epoch a run resumes in equals the uninterrupted run's (the sums before the
+    checkpoint are saved and merged)."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    def run(root, ckpt=None, every=None):
+        pl.seed_everything(0)
+        dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
+                            benchmarks={}, image_size=16, batch_size=16,
+                            sampler=lambda **kw: IdentityPairSampler(**kw))
+        net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
+        module = SSTModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), head=CosFace(8, 0),
+                           queue_size=24, embedding_size=8, momentum=0.5, num_classes=64)
+        callbacks = [ResumeStateCallback()]
+        if every:
+            callbacks.append(ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=every,
+                                             save_top_k=-1, monitor=None))
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=CSVLogger(root, name="csv", version=""),
+                             enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                             callbacks=callbacks, enable_checkpointing=bool(every), log_every_n_steps=1)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        with open(root / "csv" / "metrics.csv") as fh:
+            return {int(r["epoch"]): float(r["train/loss_epoch"]) for r in csv.DictReader(fh)
+                    if r.get("train/loss_epoch")}
+
+    full = run(tmp_path / "a", every=5)  # 8 steps per epoch: step 5 is mid-epoch 0
+    resumed = run(tmp_path / "b", ckpt=str(tmp_path / "a" / "step=5.ckpt"))
+    assert resumed[0] == pytest.approx(full[0], rel=1e-5) and resumed[1] == pytest.approx(full[1], rel=1e-5)

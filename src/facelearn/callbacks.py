@@ -24,6 +24,8 @@ class ResumeStateCallback(pl.Callback):
         self._consumed = 0
         self._layout: dict[str, int] | None = None      # this run's processes and batch size
         self._restored_layout: dict[str, int] | None = None
+        self._trainer: pl.Trainer | None = None
+        self._pending_sums: dict[str, dict[str, Any]] = {}  # epoch accumulators to merge after a resume
 
     @staticmethod
     def _run_layout(trainer: pl.Trainer) -> dict[str, int]:
@@ -32,6 +34,41 @@ class ResumeStateCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         self._layout = self._run_layout(trainer)
+        self._trainer = trainer
+
+    # -- epoch averages across a mid-epoch resume -----------------------------------------------------------------
+    # Lightning accumulates ``self.log(..., on_epoch=True)`` values per epoch but does not checkpoint the sums, so
+    # the epoch a run resumes in would average only the steps after the resume. The sums go into the checkpoint
+    # and are merged into the new accumulators as the metrics reappear. Exact on one process; under DDP rank 0's
+    # sums are the ones saved, so the resumed epoch's averages weight rank 0's share of the steps before the resume.
+    def _epoch_sums(self) -> dict[str, dict[str, Any]]:
+        trainer = self._trainer
+        if trainer is None or self._consumed == 0:
+            return {}
+        out = {}
+        for key, metric in trainer.fit_loop.epoch_loop._results.items():
+            meta = getattr(metric, "meta", None)
+            if meta is None or not meta.on_epoch or not getattr(metric, "is_tensor", False):
+                continue
+            entry = {"value": metric.value.detach().cpu().clone()}
+            if meta.is_mean_reduction:
+                entry["count"] = metric.cumulated_batch_size.detach().cpu().clone()
+            out[key] = entry
+        return out
+
+    def _merge_pending_sums(self, trainer: pl.Trainer) -> None:
+        results = trainer.fit_loop.epoch_loop._results
+        for key in [k for k in self._pending_sums if k in results]:
+            saved, metric = self._pending_sums.pop(key), results[key]
+            value = saved["value"].to(metric.value.device, metric.value.dtype)
+            if metric.meta.is_mean_reduction:
+                metric.value = metric.value + value
+                metric.cumulated_batch_size = metric.cumulated_batch_size + saved["count"].to(
+                    metric.cumulated_batch_size.device)
+            elif metric.meta.is_sum_reduction:
+                metric.value = metric.value + value
+            elif metric.meta.is_max_reduction or metric.meta.is_min_reduction:
+                metric.value = metric.meta.reduce_fx(metric.value, value)
 
     @staticmethod
     def _sampler(trainer: pl.Trainer) -> _ResumableBatchSampler | None:
@@ -43,15 +80,22 @@ class ResumeStateCallback(pl.Callback):
         # A resumed epoch keeps the restored count; a new epoch starts from zero.
         if trainer.current_epoch != self._epoch:
             self._epoch, self._consumed = trainer.current_epoch, 0
+            self._pending_sums = {}  # the checkpoint ended its epoch: nothing of it belongs to this one
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._consumed += 1
+        if self._pending_sums:
+            self._merge_pending_sums(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._pending_sums = {}  # a metric that never reappeared in the resumed epoch keeps no stale sums
 
     def state_dict(self) -> dict[str, Any]:
         # Only tensors and plain Python values, so checkpoints stay loadable with torch.load(weights_only=True).
         _, keys, pos, has_gauss, cached = np.random.get_state()
         version, internal, gauss = random.getstate()
-        return {"epoch": self._epoch, "start": self._consumed, "layout": self._layout, "rng": {
+        return {"epoch": self._epoch, "start": self._consumed, "layout": self._layout,
+                "epoch_sums": self._epoch_sums(), "rng": {
             "torch": torch.get_rng_state(),
             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached": float(cached)},
@@ -60,6 +104,7 @@ class ResumeStateCallback(pl.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._restored_layout = state.get("layout")
+        self._pending_sums = dict(state.get("epoch_sums") or {})
         self._epoch, self._consumed = int(state["epoch"]), int(state["start"])
         self._pending_sampler = {"epoch": self._epoch, "start": self._consumed}
         rng = state.get("rng")
