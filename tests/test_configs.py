@@ -83,3 +83,16 @@ def test_backbones_instantiate_from_config(backbone):
 def test_experiment_not_in_root_defaults():
     text = (CONF / "train.yaml").read_text()
     assert "experiment" not in text.split("_self_")[0].split("defaults:")[1]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("schedule", "gallery", "augment", "objective")
+                                          for o in options(g)])
+def test_every_plus_group_option_composes_on_an_lfw_experiment(group, option):
+    base = "dm_lfw" if option == "dm_paper" else "sst_lfw"
+    resolved = resolve(compose_train([f"+experiment={base}", f"+{group}={option}"]))
+    if group == "schedule":
+        assert resolved["trainer"]["max_epochs"] >= 1
+        if option == "dm_paper":
+            assert resolved["optimizer"]["nesterov"] is True and resolved["optimizer"]["lr"] == 0.01
+    if group == "gallery":
+        assert resolved["method"]["variant"] == "momentum"
