@@ -187,11 +187,12 @@ def test_dm_joint_end_to_end(tmp_path):
     # re-evaluation with extra precision levels: the split is rebuilt from the run's data, same numbers
     ev = tmp_path / "ev"
     run_cli([f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "benchmark=oneshot_synthetic",
-             "benchmark.oneshot.num_novel=20", "+benchmark.oneshot.precisions=[0.99,0.5]"], ev,
-            module="facelearn.evaluate")
+             "benchmark.oneshot.num_novel=20", "+benchmark.oneshot.precisions=[0.99,0.5]",
+             "+benchmark.oneshot.finetune_iterations=30"], ev, module="facelearn.evaluate")
     again = json.loads(only((ev / "logs" / "evaluate" / "runs").glob("*/evaluation.json")).read_text())["metrics"]
     assert again["oneshot"]["novel/coverage@99"] == pytest.approx(m["oneshot"]["novel/coverage@99"], abs=1e-9)
     assert again["oneshot"]["novel/coverage@50"] >= again["oneshot"]["novel/coverage@99"]
+    assert 0 <= again["oneshot"]["novel/finetuned_top1"] <= 1  # Table 6: the fine-tuned classifier's scores
     # a different split would have trained on the held-out people: refused
     import subprocess
     import sys

@@ -40,7 +40,7 @@ def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, Di
 
 
 # Options that change only how a split is scored, not which images it holds out of training.
-_SCORING_ONLY = ("precisions", "name")
+_SCORING_ONLY = ("precisions", "name", "finetune_iterations")
 
 
 def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictConfig) -> None:

@@ -30,6 +30,7 @@ class IdentificationSet:
     novel: np.ndarray         # bool per image: its class is novel
     identities: set[str] | None = None
     precisions: tuple[float, ...] = (0.99, 0.999)   # coverage@precision levels to report
+    finetune_iterations: int = 0   # > 0: also the Table 6 classifier fine-tuning (eval.identification)
 
 
 def check_precisions(precisions, owner: str) -> tuple[float, ...]:
@@ -47,7 +48,10 @@ class OneShotSplit:
 
     def __init__(self, source, num_novel: int = 200, base_test_per_class: int = 1, base_test_min_images: int = 3,
                  exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str = "oneshot",
-                 precisions: tuple[float, ...] | list[float] = (0.99, 0.999)) -> None:
+                 precisions: tuple[float, ...] | list[float] = (0.99, 0.999), finetune_iterations: int = 0) -> None:
+        if finetune_iterations < 0:
+            raise ValueError(f"benchmark.{name}.finetune_iterations must be >= 0, got {finetune_iterations}")
+        self.finetune_iterations = int(finetune_iterations)
         self.source, self.num_novel, self.seed, self.name = source, num_novel, seed, name
         self.precisions = check_precisions(precisions, f"benchmark.{name}")
         self.base_test_per_class, self.base_test_min_images = base_test_per_class, base_test_min_images
@@ -114,7 +118,8 @@ class OneShotSplit:
         r = role[used]
         _, labels = np.unique(inverse[used], return_inverse=True)
         return IdentificationSet(self.name, images, labels.astype(np.int64), enrol=np.isin(r, (0, 2)),
-                                 novel=np.isin(r, (2, 3)), identities=novel, precisions=self.precisions)
+                                 novel=np.isin(r, (2, 3)), identities=novel, precisions=self.precisions,
+                                 finetune_iterations=self.finetune_iterations)
 
 
 def _keys(records: FaceRecords) -> list[str]:

@@ -22,7 +22,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from facelearn.data.oneshot import IdentificationSet
 from facelearn.data.pairs import PairSet
-from facelearn.eval.identification import identification_metrics
+from facelearn.eval.identification import classifier_identification_metrics, identification_metrics
 from facelearn.eval.scorers import CosineScorer
 from facelearn.eval.verification import DEFAULT_FARS, verification_metrics
 
@@ -108,7 +108,12 @@ def evaluate_identification_set(module: Any, id_set: IdentificationSet, batch_si
         groups = {"novel": torch.from_numpy(id_set.novel), "base": torch.from_numpy(~id_set.novel)}
     else:  # plain identification (with distractors in the gallery)
         groups = {"probe": torch.ones(len(id_set.labels), dtype=torch.bool)}
-    return identification_metrics(emb, labels, torch.from_numpy(id_set.enrol), groups, id_set.precisions)
+    enrol = torch.from_numpy(id_set.enrol)
+    out = identification_metrics(emb, labels, enrol, groups, id_set.precisions)
+    if getattr(id_set, "finetune_iterations", 0):
+        out.update(classifier_identification_metrics(emb, labels, enrol, groups, id_set.precisions,
+                                                     id_set.finetune_iterations))
+    return out
 
 
 def evaluate_set(module: Any, bench_set: Any, scorers: dict[str, Any] | None = None,
