@@ -138,3 +138,32 @@ def test_sigkill_mid_epoch_loses_at_most_the_interval_and_resumes_exactly(tmp_pa
     resumed, straight = final_metrics(log_dir), final_metrics(tmp_path / "straight")
     for key in ("accuracy", "auc", "tar@far=0.1"):
         assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_two_rank_run_killed_mid_run_resumes_exactly_with_whole_epoch_averages(tmp_path):
+    """2 CPU ranks (gloo): SIGKILL the whole process group after some periodic mid-epoch checkpoints, resume on 2
+    ranks: the final metrics and every epoch's train/loss_epoch equal the uninterrupted 2-rank run's."""
+    env = dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache"), PYTHONWARNINGS="ignore::FutureWarning",
+               PYTHONUNBUFFERED="1")
+    args = [*ARGS, "trainer=ddp", "trainer.devices=2", "data.train.num_identities=192",
+            "callbacks.checkpoint_interval.train_time_interval.minutes=0.005"]
+    log_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "facelearn.train", *args, f"paths.log_dir={log_dir}"]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as proc:
+        for line in proc.stdout:
+            if "epoch 2:" in line:
+                break
+        time.sleep(1.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.read()
+    (ckpt,) = list(log_dir.rglob("checkpoints/last.ckpt"))
+    run_cli([*args, f"ckpt_path={ckpt}"], tmp_path / "resumed", timeout=400)
+    run_cli(args, tmp_path / "straight", timeout=400)
+    resumed, straight = final_metrics(log_dir), final_metrics(tmp_path / "straight")
+    for key in ("accuracy", "auc"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-6), key
+    (csv_file,) = list(log_dir.rglob("metrics.csv"))
+    (straight_csv,) = list((tmp_path / "straight").rglob("metrics.csv"))
+    assert epoch_losses(csv_file) == pytest.approx(epoch_losses(straight_csv), rel=1e-5)

@@ -34,3 +34,15 @@ def test_wandb_run_id_is_kept_per_run_directory(tmp_path):
     c = wandb_logger(save_dir=str(tmp_path / "other"), mode="disabled")
     assert a._wandb_init["id"] == b._wandb_init["id"] != c._wandb_init["id"]
     assert a._wandb_init["resume"] == "allow"
+
+
+def test_csv_continue_drops_a_line_cut_by_a_kill(tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,1.0\n0,1,0.9\n0,2,0.8,0.7,9\n0,3")
+    logger = ContinuingCSVLogger(save_dir=str(tmp_path), name="csv", version="")
+    logger.resume_from(3)
+    logger.log_metrics({"train/loss": 0.5}, step=3)
+    logger.save()
+    with open(tmp_path / "csv" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["0", "1", "3"]

@@ -38,33 +38,36 @@ class ResumeStateCallback(pl.Callback):
 
     # -- epoch averages across a mid-epoch resume -----------------------------------------------------------------
     # Lightning accumulates ``self.log(..., on_epoch=True)`` values per epoch but does not checkpoint the sums, so
-    # the epoch a run resumes in would average only the steps after the resume. The sums go into the checkpoint
-    # and are merged into the new accumulators as the metrics reappear. Exact on one process; under DDP rank 0's
-    # sums are the ones saved, so the resumed epoch's averages weight rank 0's share of the steps before the resume.
+    # the epoch a run resumes in would average only the steps after the resume. Every rank's sums go into the
+    # checkpoint (gathered: the checkpoint is written by rank 0 only) and each rank merges its own into the new
+    # accumulators as the metrics reappear.
     def _epoch_sums(self) -> dict[str, dict[str, Any]]:
         trainer = self._trainer
         if trainer is None or self._consumed == 0:
             return {}
         out = {}
-        for key, metric in trainer.fit_loop.epoch_loop._results.items():
+        for key, metric in sorted(trainer.fit_loop.epoch_loop._results.items()):
             meta = getattr(metric, "meta", None)
             if meta is None or not meta.on_epoch or not getattr(metric, "is_tensor", False):
                 continue
-            entry = {"value": metric.value.detach().cpu().clone()}
+            entry = {"value": metric.value.detach().float().reshape(1)}
             if meta.is_mean_reduction:
-                entry["count"] = metric.cumulated_batch_size.detach().cpu().clone()
+                entry["count"] = metric.cumulated_batch_size.detach().float().reshape(1)
             out[key] = entry
-        return out
+        if trainer.world_size > 1:  # every rank holds the same keys (they log the same metrics)
+            out = {k: {n: trainer.strategy.all_gather(t).reshape(-1) for n, t in e.items()} for k, e in out.items()}
+        return {k: {n: t.cpu() for n, t in e.items()} for k, e in out.items()}
 
     def _merge_pending_sums(self, trainer: pl.Trainer) -> None:
         results = trainer.fit_loop.epoch_loop._results
+        r = trainer.global_rank
         for key in [k for k in self._pending_sums if k in results]:
             saved, metric = self._pending_sums.pop(key), results[key]
-            value = saved["value"].to(metric.value.device, metric.value.dtype)
+            value = saved["value"].reshape(-1)[r].to(metric.value.device, metric.value.dtype)
             if metric.meta.is_mean_reduction:
                 metric.value = metric.value + value
-                metric.cumulated_batch_size = metric.cumulated_batch_size + saved["count"].to(
-                    metric.cumulated_batch_size.device)
+                count = saved["count"].reshape(-1)[r].to(metric.cumulated_batch_size.device)
+                metric.cumulated_batch_size = metric.cumulated_batch_size + count.to(metric.cumulated_batch_size.dtype)
             elif metric.meta.is_sum_reduction:
                 metric.value = metric.value + value
             elif metric.meta.is_max_reduction or metric.meta.is_min_reduction:

@@ -35,6 +35,16 @@ def wandb_logger(project: str = "facelearn", save_dir: str = ".", name: str | No
                        settings={"init_timeout": 60, "silent": True})
 
 
+def _row_before(row: dict, step: int) -> bool:
+    """A well-formed row (a kill mid-write can leave a truncated or run-on last line) logged before ``step``."""
+    if None in row or None in row.values():
+        return False
+    try:
+        return int(float(row.get("step", ""))) < step
+    except ValueError:
+        return False
+
+
 class _ContinuingWriter(_ExperimentWriter):
     """Lightning's CSV writer deletes an existing metrics.csv; this one keeps the rows of the steps before
     ``resume_step`` (a resumed run redoes the later ones) and appends after them."""
@@ -49,7 +59,7 @@ class _ContinuingWriter(_ExperimentWriter):
         with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
             reader = csv.DictReader(fh)
             keys = list(reader.fieldnames or [])
-            rows = [r for r in reader if r.get("step", "") == "" or int(float(r["step"])) < self.resume_step]
+            rows = [r for r in reader if _row_before(r, self.resume_step)]
         with self._fs.open(self.metrics_file_path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
