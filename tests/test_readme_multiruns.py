@@ -111,7 +111,9 @@ def size_overrides(line: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     work = tmp_path_factory.mktemp("train")
-    subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=conventional_shallow", *SMALL],
+    # >= 100 training identities: the README's ida_k sweep goes up to k = 100 real-db anchors
+    subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=conventional_shallow", *SMALL,
+                    "data.train.num_identities=128"],
                    cwd=work, env=user_env(), check=True, capture_output=True, timeout=600)
     return next((work / "logs").rglob("last.ckpt"))
 
