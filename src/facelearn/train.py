@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facelearn.build import build_list, build_module
 from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
-from facelearn.validate import check_checkpoint_file, validate_train_config
+from facelearn.validate import validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,15 @@ warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather i
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    validate_train_config(cfg)
+    resumed = validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _recursive_=True)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.num_classes)
     callbacks = build_list(cfg.get("callbacks"))
     loggers = build_list(cfg.get("logger"))
-    if cfg.get("ckpt_path"):
-        step = int(check_checkpoint_file(str(cfg.ckpt_path)).get("global_step", 0))
+    if resumed is not None:
+        step = int(resumed.get("global_step", 0))
         for lg in loggers:
             if hasattr(lg, "resume_from"):
                 lg.resume_from(step)

@@ -25,8 +25,9 @@ def _positive_number(cfg: DictConfig, key: str) -> None:
         raise ValueError(f"{key}={value!r}: expected a number > 0")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Types and ranges of the options users type most, the monitor metric, precision vs device, ckpt_path."""
+def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
+    """Types and ranges of the options users type most, the monitor metric, precision vs device, ckpt_path.
+    Returns the checkpoint ``ckpt_path`` names (loaded once, with the restricted unpickler), or None."""
     for key, minimum in (("data.batch_size", 1), ("data.image_size", 8), ("data.num_workers", 0),
                          ("trainer.max_epochs", 1), ("trainer.devices", 1), ("trainer.num_nodes", 1),
                          ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0)):
@@ -54,8 +55,7 @@ def validate_train_config(cfg: DictConfig) -> None:
                          "doppelganger list); without it every batch would silently be random classes. Use a dm_* "
                          "experiment or add +callbacks.doppelganger={_target_: facelearn.callbacks.DoppelgangerCallback}")
     ckpt = cfg.get("ckpt_path")
-    if ckpt:
-        check_checkpoint_file(str(ckpt))
+    return check_checkpoint_file(str(ckpt)) if ckpt else None
 
 
 def check_checkpoint_file(path: str) -> dict[str, Any]:

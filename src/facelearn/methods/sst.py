@@ -99,7 +99,8 @@ class SSTModule(FaceModule):
             raise ValueError(f"method.queue_size={queue_size} must be smaller than the {num_classes} training "
                              "identities (otherwise the queue always holds the probe's own identity)")
         self.variant, self.momentum, self.constraint_weight = variant, momentum, constraint_weight
-        self.momentum_start, self.momentum_end = momentum, momentum_end
+        self.momentum_end = momentum_end
+        self._ramp_steps = 0  # the run's total steps, set at train start when m follows a ramp
         self.stale_warning = stale_warning
         self.use_queue = use_queue
         self.head, self.head_weight = head, head_weight
@@ -120,17 +121,19 @@ class SSTModule(FaceModule):
     def momentum_at(self, step: int, total_steps: int) -> float:
         """m at a step: constant, or the cosine ramp m_end − (m_end − m_start)(cos(π t / T) + 1) / 2."""
         if self.momentum_end is None or total_steps <= 0:
-            return self.momentum_start
+            return self.momentum
         t = min(max(step, 0), total_steps) / total_steps
-        return self.momentum_end - (self.momentum_end - self.momentum_start) * (math.cos(math.pi * t) + 1) / 2
+        return self.momentum_end - (self.momentum_end - self.momentum) * (math.cos(math.pi * t) + 1) / 2
 
     def queue_staleness(self, identities_per_step: int) -> dict[str, float]:
         """Age of the oldest queue entry (steps) and age x (1 − m) at the lowest and highest momentum."""
         age = self.queue.size / max(1, identities_per_step) if self.use_queue else 0.0
-        ms = [self.momentum_start] + ([self.momentum_end] if self.momentum_end is not None else [])
+        ms = [self.momentum] + ([self.momentum_end] if self.momentum_end is not None else [])
         return {"queue_age_steps": age, "staleness_max": age * (1 - min(ms)), "staleness_min": age * (1 - max(ms))}
 
     def on_train_start(self) -> None:
+        if self.momentum_end is not None:  # once, not on every step's update
+            self._ramp_steps = int(self.trainer.estimated_stepping_batches)
         if self.variant != "momentum" or not self.use_queue:
             return
         per_step = self.trainer.world_size * (self.trainer.train_dataloader.batch_sampler.batch_size // 2
@@ -150,7 +153,7 @@ class SSTModule(FaceModule):
     @torch.no_grad()
     def momentum_update(self) -> None:
         """θ_g ← m θ_g + (1 − m) θ_p for parameters and floating-point buffers (BN running statistics)."""
-        m = self.momentum = self.momentum_at(self.global_step, self._total_steps())
+        m = self.momentum_at(self.global_step, self._ramp_steps)
         for g, p in zip(self.gallery.parameters(), self.backbone.parameters()):
             g.mul_(m).add_(p.detach(), alpha=1 - m)
         for g, p in zip(self.gallery.buffers(), self.backbone.buffers()):
@@ -158,11 +161,6 @@ class SSTModule(FaceModule):
                 g.mul_(m).add_(p, alpha=1 - m)
             else:
                 g.copy_(p)
-
-    def _total_steps(self) -> int:
-        if self.momentum_end is None or self._trainer is None:
-            return 0
-        return int(self.trainer.estimated_stepping_batches)
 
     def constraint_penalty(self) -> torch.Tensor:
         """λ ‖θ_p − θ_g‖² over all parameters (network-constraint variant)."""
@@ -228,7 +226,8 @@ class SSTModule(FaceModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/queue_filled", float(self.queue.filled), on_step=True, on_epoch=False, rank_zero_only=True)
         if self.variant == "momentum":
-            self.log("train/momentum", self.momentum, on_step=True, on_epoch=False, rank_zero_only=True)
+            self.log("train/momentum", self.momentum_at(self.global_step, self._ramp_steps), on_step=True,
+                     on_epoch=False, rank_zero_only=True)
         self.log_lr()
         self.count_images(len(images))
         # Diagnostics (callbacks.diagnostics) read these before the queue receives this step's features.
