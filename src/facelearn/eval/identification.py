@@ -41,17 +41,23 @@ def identification_metrics(embeddings: torch.Tensor, labels: torch.Tensor, enrol
     """Classify every non-enrolment image against all class prototypes; metrics per group of test images."""
     num_classes = int(labels.max()) + 1
     protos = class_prototypes(embeddings[enrol], labels[enrol], num_classes)
+    return _group_metrics(lambda e: e @ protos.T, embeddings, labels, enrol, groups, precisions, "")
+
+
+def _group_metrics(score, embeddings: torch.Tensor, labels: torch.Tensor, enrol: torch.Tensor,
+                   groups: dict[str, torch.Tensor], precisions, prefix: str) -> dict[str, float]:
+    """top-1 and coverage@precision of each group's test (non-enrolment) images; ``score`` maps their embeddings
+    to class scores, the top score being the confidence."""
     out: dict[str, float] = {}
     for name, mask in groups.items():
         test = mask & ~enrol
         if not test.any():
             continue
-        sims = embeddings[test] @ protos.T
-        conf, pred = sims.max(1)
+        conf, pred = score(embeddings[test]).max(1)
         correct = (pred == labels[test]).numpy()
-        out[f"{name}/top1"] = float(correct.mean())
+        out[f"{name}/{prefix}top1"] = float(correct.mean())
         for p in precisions:
-            out[f"{name}/coverage@{100 * p:g}"] = coverage_at_precision(conf.numpy(), correct, p)
+            out[f"{name}/{prefix}coverage@{100 * p:g}"] = coverage_at_precision(conf.numpy(), correct, p)
     return out
 
 
@@ -92,16 +98,6 @@ def classifier_identification_metrics(embeddings: torch.Tensor, labels: torch.Te
     (``finetune_classifier`` on the enrolment images); confidence = the top softmax probability."""
     num_classes = int(labels.max()) + 1
     weight, bias, alpha = finetune_classifier(embeddings[enrol], labels[enrol], num_classes, iterations, seed=seed)
-    out: dict[str, float] = {}
     emb = F.normalize(embeddings.float(), dim=1)
-    for name, mask in groups.items():
-        test = mask & ~enrol
-        if not test.any():
-            continue
-        probs = F.linear(alpha * emb[test], weight, bias).softmax(1)
-        conf, pred = probs.max(1)
-        correct = (pred == labels[test]).numpy()
-        out[f"{name}/finetuned_top1"] = float(correct.mean())
-        for p in precisions:
-            out[f"{name}/finetuned_coverage@{100 * p:g}"] = coverage_at_precision(conf.numpy(), correct, p)
-    return out
+    return _group_metrics(lambda e: F.linear(alpha * e, weight, bias).softmax(1), emb, labels, enrol, groups,
+                          precisions, "finetuned_")
