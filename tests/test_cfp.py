@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from facelearn.data.cfp import CFPPairs, landmark_box
+from facelearn.protocols.cfp import CFPPairs, landmark_box
 from facelearn.data.records import IdentityFolder
 from facelearn.data.splits import check_disjoint, exclude_identities, identity_key
 

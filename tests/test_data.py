@@ -10,7 +10,7 @@ from PIL import Image
 
 from facelearn.data.datamodule import FaceDataModule
 from facelearn.data.images import FaceCrop, decode_image, decode_images
-from facelearn.data.pairs import BinPairs, LFWPairs, SyntheticPairs, parse_pairs_file
+from facelearn.protocols.pairs import BinPairs, LFWPairs, SyntheticPairs, parse_pairs_file
 from facelearn.data.records import IdentityFolder, ImageList
 from facelearn.data.splits import Deep, Shallow, check_disjoint, exclude_identities
 from facelearn.data.synthetic import SyntheticFaces
@@ -186,7 +186,7 @@ def test_bin_equals_folder_plus_pairs(tmp_path):
     """A .bin made from the same image files (in pairs.txt order, as insightface builds lfw.bin) scores exactly
     like the folder + a View-2 pairs file (10 folds)."""
     from omegaconf import OmegaConf
-    from facelearn.eval.benchmark import evaluate_pair_set
+    from facelearn.eval.embedding import evaluate_set
     from facelearn.methods.conventional import ConventionalModule
     from facelearn.nn.backbones import SmallFaceNet
     from facelearn.nn.heads import CosFace
@@ -212,8 +212,8 @@ def test_bin_equals_folder_plus_pairs(tmp_path):
     from_folder = LFWPairs(str(pairs), str(root), extension="png").load(32)
     from_bin = BinPairs(str(tmp_path / "set.bin")).load(32)
     assert len(from_bin.images) == 40 and len(from_folder.images) < 40  # the folder set de-duplicates images
-    a = evaluate_pair_set(module, from_folder, fars=(0.5,))
-    b = evaluate_pair_set(module, from_bin, fars=(0.5,))
+    a = evaluate_set(module, from_folder, fars=(0.5,))
+    b = evaluate_set(module, from_bin, fars=(0.5,))
     for k in a:
         assert a[k] == pytest.approx(b[k], abs=1e-6, nan_ok=True), k
     (tmp_path / "broken.bin").write_bytes(b"garbage")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from facelearn.data.doppelganger import DoppelgangerList, DoppelgangerSampler
-from facelearn.data.oneshot import OneShotSplit
+from facelearn.protocols.oneshot import OneShotSplit
 from facelearn.data.synthetic import SyntheticFaces
 from facelearn.eval.identification import coverage_at_precision
 
@@ -13,6 +13,16 @@ from facelearn.eval.identification import coverage_at_precision
 def update_from_scores(dl, scores, labels):
     cand, val = DoppelgangerList.batch_candidates(torch.tensor(scores), torch.tensor(labels))
     return dl.update(torch.tensor(labels), cand, val)
+
+
+def test_candidates_from_columns_of_several_prototypes_per_class():
+    """SST's scores: columns are gallery features + queue entries, a class may own several columns, and every
+    column of the sample's own class is excluded (by hand)."""
+    scores = torch.tensor([[0.9, 0.8, 0.3, 0.5, float("-inf")],   # own class 7 in cols 0, 4: best other col 1 -> 3
+                           [0.2, 0.1, 0.6, 0.4, 0.7]])            # own class 3 in cols 1, 3: best other col 4 -> 7
+    columns = torch.tensor([7, 3, 5, 3, 7])
+    cand, val = DoppelgangerList.batch_candidates(scores, torch.tensor([7, 3]), columns)
+    assert cand.tolist() == [3, 7] and val.tolist() == pytest.approx([0.8, 0.7])
 
 
 def test_list_update_by_hand():
@@ -165,8 +175,8 @@ def test_callback_state_roundtrip():
 def test_identification_folder_rank1_with_distractors(tmp_path):
     from PIL import Image
 
-    from facelearn.data.oneshot import IdentificationFolder
-    from facelearn.eval.benchmark import evaluate_identification_set
+    from facelearn.protocols.oneshot import IdentificationFolder
+    from facelearn.eval.embedding import evaluate_set
 
     rng = np.random.default_rng(0)
     for p in range(4):
@@ -191,11 +201,11 @@ def test_identification_folder_rank1_with_distractors(tmp_path):
         def embed(self, x):
             return torch.nn.functional.normalize(x.float().flatten(1) - 127.5, dim=1)
 
-    m = evaluate_identification_set(_Pixels(), ident)
+    m = evaluate_set(_Pixels(), ident)
     assert m["probe/top1"] == 1.0 and m["probe/coverage@99"] == 1.0
     assert sorted(k for k in m if "coverage" in k) == ["probe/coverage@99", "probe/coverage@99.9"]
     levels = IdentificationFolder(str(tmp_path / "ids"), str(tmp_path / "distract"), precisions=[0.99, 0.5])
-    m = evaluate_identification_set(_Pixels(), levels.load(8))
+    m = evaluate_set(_Pixels(), levels.load(8))
     assert sorted(k for k in m if "coverage" in k) == ["probe/coverage@50", "probe/coverage@99"]
     with pytest.raises(ValueError, match=r"benchmark.identification.precisions must be fractions in \(0, 1\]"):
         IdentificationFolder(str(tmp_path / "ids"), precisions=[99])

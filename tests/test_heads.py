@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from facelearn.nn.heads import ArcFace, CombinedMargin, CosFace, DPSoftmax, NormFace, Softmax, SphereFace
+from facelearn.nn.selection import DominantPrototypes
 
 
 def make(head_cls, theta_deg=60.0, **kw):
@@ -154,8 +155,24 @@ def test_dp_softmax_with_every_prototype_dominant_is_am_softmax():
     assert torch.allclose(head(f, y), am(f, y))
     protos = torch.randn(7, 2)  # SST passes its queue: columns are chosen among the given prototypes
     assert torch.isfinite(head(f, torch.tensor([5, 6]), prototypes=protos)).sum(1).tolist() == [5, 5]
-    with pytest.raises(ValueError, match="head.num_dominant must be a positive integer"):
+    with pytest.raises(ValueError, match="head.selection.num_dominant must be a positive integer"):
         DPSoftmax(embedding_size=2, num_classes=5, num_dominant=0)
+
+
+def test_dominant_selection_works_with_any_margin():
+    """The selection is independent of the margin: ArcFace + dominant prototypes keeps the same columns as DP-softmax
+    (hardness is the raw cosine) and applies ArcFace's margin at the target: s cos(θ + m), by hand."""
+    _, f, y = _dp_setup(1)
+    arc = ArcFace(embedding_size=2, num_classes=5, scale=2.0, margin=0.5, selection=DominantPrototypes(1))
+    angles = torch.tensor([0.0, 45.0, 90.0, 180.0, 150.0]).deg2rad()
+    with torch.no_grad():
+        arc.weight.copy_(torch.stack([angles.cos(), angles.sin()], 1))
+    logits = arc(f, y)
+    assert torch.isinf(logits).tolist() == [[False, False, False, True, True]] * 2
+    # θ = 0 for both samples' targets (acos is clamped at 1 - 1e-6, so θ = 0.0014: tolerance 3e-3)
+    assert logits[0, 0].item() == pytest.approx(2.0 * math.cos(0.5), abs=3e-3)
+    assert logits[1, 2].item() == pytest.approx(2.0 * math.cos(0.5), abs=3e-3)
+    assert logits[0, 1].item() == pytest.approx(2.0 * math.cos(math.pi / 4), abs=1e-5)  # non-target: s cos θ
 
 
 def test_l2softmax_is_ranjans_by_hand():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from facelearn.eval.ida import AnchorIndex, dao, fit_regressor, log_dao, log_density
-from facelearn.eval.scorers import AnchorSet, IDARScorer
+from facelearn.eval.scorers import AnchorSet, IDARScorer, ScorerContext
 
 
 def unit(deg):
@@ -79,16 +79,10 @@ def test_anchor_folder_rejects_benchmark_identities(tmp_path):
         (tmp_path / person).mkdir()
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / person / "1.png")
 
-    class _Set:
-        identities = {"bob", "carol"}
-
-    class _DM:
-        image_size, cache_dir, benchmark_sets = 8, None, {"lfw": _Set()}
-
     with pytest.raises(ValueError, match="benchmark identities.*bob"):
-        AnchorSet("folder", folder=str(tmp_path)).build(_Module(), _DM())
-    _Set.identities = {"carol"}
-    assert AnchorSet("folder", folder=str(tmp_path)).build(_Module(), _DM()).shape == (2, 192)
+        AnchorSet("folder", folder=str(tmp_path)).build(_Module(), ScorerContext(8, None, {"lfw": {"bob", "carol"}}))
+    ok = ScorerContext(8, None, {"lfw": {"carol"}})
+    assert AnchorSet("folder", folder=str(tmp_path)).build(_Module(), ok).shape == (2, 192)
 
 
 def test_real_db_one_image_per_training_identity_and_overlap_check():
@@ -97,19 +91,12 @@ def test_real_db_one_image_per_training_identity_and_overlap_check():
     images = np.random.default_rng(0).integers(0, 255, (12, 3, 4, 4), dtype=np.uint8)
     labels = np.repeat(np.arange(4), 3)
 
-    class _Set:
-        identities = {"x"}
-
-    class _DM:
-        train_dataset = FaceImageDataset(images, labels, ["a", "b", "c", "d"])
-        benchmark_sets = {"t": _Set()}
-
+    train = FaceImageDataset(images, labels, ["a", "b", "c", "d"])
     aset = AnchorSet("real-db", seed=1)
-    emb = aset.build(_Module(), _DM())
+    emb = aset.build(_Module(), ScorerContext(4, train, {"t": {"x"}}))
     assert emb.shape == (4, 48) and sorted(labels[aset.dataset_index].tolist()) == [0, 1, 2, 3]
-    _Set.identities = {"c"}
     with pytest.raises(ValueError, match="trained on test people"):
-        AnchorSet("real-db").build(_Module(), _DM())
+        AnchorSet("real-db").build(_Module(), ScorerContext(4, train, {"t": {"c"}}))
 
 
 def test_ida_l_regressor_fits_a_known_density():
@@ -152,13 +139,7 @@ def test_ida_l_support_sets_hold_no_anchor_of_the_query_identity(monkeypatch):
     images = np.clip(np.repeat(protos, per, 0) + rng.integers(-2, 3, (n_id * per, 3, 4, 4)), 0, 255).astype(np.uint8)
     labels = np.repeat(np.arange(n_id), per)
 
-    class _Set:
-        identities = {"x"}
-
-    class _DM:
-        train_dataset = FaceImageDataset(images, labels, [str(i) for i in range(n_id)])
-        benchmark_sets = {"t": _Set()}
-
+    context = sc.ScorerContext(4, FaceImageDataset(images, labels, [str(i) for i in range(n_id)]), {"t": {"x"}})
     seen = {}
 
     def capture(emb, targets, *a, **k):
@@ -167,7 +148,7 @@ def test_ida_l_support_sets_hold_no_anchor_of_the_query_identity(monkeypatch):
 
     monkeypatch.setattr(sc, "fit_regressor", capture)
     scorer = sc.IDALScorer(k=3, tau=1.0, anchors="real-db", backend="torch")
-    scorer.fit(_Module(), _DM())
+    scorer.fit(_Module(), context)
     anchors = _Module().embed(torch.from_numpy(images[scorer.anchor_set.dataset_index]))
     anchor_labels = labels[scorer.anchor_set.dataset_index]
     # by hand: for each training image, the 3 most similar anchors of other identities

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facelearn.data.pairs import LFWPairs, PairSet, load_bin_pairs
+from facelearn.protocols.pairs import LFWPairs, PairSet, load_bin_pairs
 from facelearn.data.records import ImageList
 
 

@@ -46,7 +46,7 @@ def test_sigterm_saves_resumable_checkpoint_and_exits_nonzero(tmp_path):
     deadline = time.time() + 240
     for line in proc.stdout:  # wait until training is under way (epoch 1 finished), then send SIGTERM
         lines.append(line)
-        if "epoch 1:" in line or time.time() > deadline:
+        if "epoch 2/" in line or time.time() > deadline:
             proc.send_signal(signal.SIGTERM)
             break
     out = "".join(lines) + proc.stdout.read()
@@ -125,7 +125,7 @@ def test_sigkill_mid_epoch_loses_at_most_the_interval_and_resumes_exactly(tmp_pa
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
         for line in proc.stdout:
-            if "epoch 2:" in line:
+            if "epoch 3/" in line:  # the progress summary after the 3rd epoch
                 break
         time.sleep(1.0)
         proc.kill()
@@ -153,7 +153,7 @@ def test_two_rank_run_killed_mid_run_resumes_exactly_with_whole_epoch_averages(t
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True) as proc:
         for line in proc.stdout:
-            if "epoch 2:" in line:
+            if "epoch 3/" in line:  # the progress summary after the 3rd epoch
                 break
         time.sleep(1.5)
         os.killpg(proc.pid, signal.SIGKILL)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from facelearn.data.pairs import LFWPairs, parse_pairs_file
+from facelearn.protocols.pairs import LFWPairs, parse_pairs_file
 from facelearn.data.records import IdentityFolder
 from facelearn.data.splits import Deep, Shallow, check_disjoint, exclude_identities
 

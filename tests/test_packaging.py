@@ -27,7 +27,7 @@ def test_non_editable_install_finds_configs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "facelearn.train", "+experiment=conventional_lfw", "--cfg", "job"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "facelearn.data.pairs.LFWPairs" in out.stdout
+    assert "facelearn.protocols.pairs.LFWPairs" in out.stdout
     # A multirun from the installed wheel, typed from a directory outside the repository, no paths override.
     from conftest import TINY
     work = tmp_path / "work"

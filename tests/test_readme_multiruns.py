@@ -22,7 +22,7 @@ README = ROOT / "README.md"
 # Size only: tiny synthetic data, one epoch. Nothing about paths.
 SMALL = [*TINY, "trainer.max_epochs=1"]
 SMALL_SST = [*SMALL, "method.queue_size=48", "data.batch_size=16"]
-SMALL_DM = [*TINY[:-1], "trainer.max_epochs=1", "data.batch_size=27", "data.train.images_per_identity=[3,5]",
+SMALL_DM = [*TINY, "optimizer.lr=0.1", "trainer.max_epochs=1", "data.batch_size=27", "data.train.images_per_identity=[3,5]",
             "benchmark.oneshot.num_novel=20"]
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from facelearn.data.pairs import contiguous_folds
+from facelearn.protocols.pairs import contiguous_folds
 from facelearn.eval.verification import kfold_accuracy, roc_auc, tar_at_far, verification_metrics
 
 

@@ -9,7 +9,7 @@ Writes, in the original layouts so the same facelearn code reads them:
   every image of ``pairsDevTest.txt``; plus the pair file. Benchmark people (pairsDevTest's and CFP's) travel only
   with their pair images: the run excludes them from training anyway. Train with ``data.train.center_crop=null`` and
   ``benchmark.lfw_devtest.center_crop=null`` (the crop is already applied).
-* ``OUT/cfp/``: CFP with every image already cut to its landmark box (``facelearn.data.cfp``) at SIZE px and its
+* ``OUT/cfp/``: CFP with every image already cut to its landmark box (``facelearn.protocols.cfp``) at SIZE px and its
   fiducials mapped into the crop, so ``CFPPairs`` recomputes the same box (the whole image, up to rounding).
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from facelearn.data.cfp import CFPPairs, read_fiducials
-from facelearn.data.pairs import parse_pairs_file
+from facelearn.protocols.cfp import CFPPairs, read_fiducials
+from facelearn.protocols.pairs import parse_pairs_file
 from facelearn.data.splits import identity_key
 
 

@@ -6,9 +6,7 @@ reports the verification metrics (table on stdout, JSON in the run directory).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import time
 import warnings
@@ -20,9 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from facelearn.build import build_module
+from facelearn.callbacks.benchmark import ROC_FILE
+from facelearn.eval.embedding import evaluate_set
+from facelearn.eval.scorers import CosineScorer, ScorerContext
+from facelearn.protocols import load_protocols
+from facelearn.tables import format_identification_table, format_table, json_safe, write_json
 from facelearn.validate import check_checkpoint_file
-from facelearn.eval.benchmark import evaluate_set, format_identification_table, format_table
-from facelearn.eval.scorers import CosineScorer
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
@@ -33,10 +34,31 @@ def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, Di
     # facelearn stores only tensors and plain Python values in its checkpoints, so the restricted unpickler
     # suffices; it refuses to run code that a crafted file carries (weights_only=False would execute it).
     ckpt = check_checkpoint_file(ckpt_path)
-    cfg = OmegaConf.create(ckpt["facelearn_config"])
+    cfg = OmegaConf.create(upgrade_targets(ckpt["facelearn_config"]))
     module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
     module.load_state_dict(ckpt["state_dict"])
     return module.to(device).eval(), cfg
+
+
+# Classes that moved (checkpoints store the run's config with the class paths of their time).
+_MOVED = {"facelearn.data.pairs.": "facelearn.protocols.pairs.", "facelearn.data.cfp.": "facelearn.protocols.cfp.",
+          "facelearn.data.oneshot.": "facelearn.protocols.oneshot.",
+          "facelearn.eval.benchmark.BenchmarkCallback": "facelearn.callbacks.BenchmarkCallback"}
+
+
+def upgrade_targets(node: Any) -> Any:
+    """The config with every moved ``_target_`` renamed to its current module."""
+    if isinstance(node, dict):
+        out = {k: upgrade_targets(v) for k, v in node.items()}
+        target = out.get("_target_")
+        if isinstance(target, str):
+            for old, new in _MOVED.items():
+                if target.startswith(old):
+                    out["_target_"] = new + target[len(old):]
+        return out
+    if isinstance(node, list):
+        return [upgrade_targets(v) for v in node]
+    return node
 
 
 # Options that change only how a split is scored, not which images it holds out of training.
@@ -77,35 +99,35 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     image_size = cfg.image_size or run_cfg.data.image_size
     cache_dir = cfg.paths.cache_dir
     scorers = {"cosine": CosineScorer(), **{k: instantiate(v) for k, v in (cfg.get("ida") or {}).items()}}
-    # Every evaluated benchmark is decoded once; IDA scorers that need the run's training data get a DataModule
-    # whose training side is built exactly as in training (same exclusions and one-shot filtering, from the run's
-    # own benchmark specs) but whose benchmark sets are the evaluated ones (so anchors are checked against them).
-    bench_sets = {}
-    for name, spec_cfg in bench_cfg.items():
-        spec = instantiate(spec_cfg)
-        if hasattr(spec, "filter_training"):
-            check_split_was_trained_with(name, spec_cfg, run_cfg)
-        bench_sets[name] = spec.load(image_size, cache_dir)
-        log.info("benchmark %s loaded: %d images", name, len(bench_sets[name].images))
-    datamodule = None
+    # Every evaluated benchmark is decoded once; IDA scorers that need the run's training data get it built
+    # exactly as in training (same exclusions and one-shot filtering, from the run's own benchmark specs), and the
+    # identities of the evaluated benchmarks (anchors are checked against them).
+    specs = {name: instantiate(spec_cfg) for name, spec_cfg in bench_cfg.items()}
+    for name, spec in specs.items():
+        if getattr(spec, "splits_training_data", False):
+            check_split_was_trained_with(name, bench_cfg[name], run_cfg)
+    bench_sets = load_protocols(specs, image_size, cache_dir, log)
+    train_dataset = None
     if any(getattr(s, "needs_training_data", False) for s in scorers.values()):
         datamodule = instantiate(run_cfg.data, cache_dir=cache_dir)
         datamodule.setup_train()
-        datamodule.benchmark_sets = bench_sets
+        train_dataset = datamodule.train_dataset
+    context = ScorerContext.of(image_size, bench_sets, train_dataset, cache_dir)
     for scorer in scorers.values():
         t0 = time.perf_counter()
-        scorer.fit(module, datamodule)
+        scorer.fit(module, context)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
-    results = {name: evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size)
+    curves: dict[str, dict] = {name: {} for name in bench_sets}
+    results = {name: evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size,
+                                  curves=curves[name])
                for name, bench_set in bench_sets.items()}
     print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
           f"{format_identification_table(results)}\n", flush=True)
     out = os.path.join(cfg.paths.output_dir, cfg.output_file)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump({"ckpt_path": cfg.ckpt_path,
-                   "metrics": {b: {k: (None if math.isnan(v) else v) for k, v in m.items()}
-                               for b, m in results.items()}}, fh, indent=2)
+    write_json(out, {"ckpt_path": cfg.ckpt_path, "metrics": json_safe(results)})
+    if any(curves.values()):  # ROC points for facelearn.report's plots
+        write_json(os.path.join(os.path.dirname(out), ROC_FILE), {"ckpt_path": cfg.ckpt_path, "roc": curves})
     log.info("metrics written to %s", out)
     return results
 

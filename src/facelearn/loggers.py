@@ -1,21 +1,66 @@
-"""Loggers. A resumed run continues its CSV file and its W&B run. Logger factories: W&B is offline unless the user explicitly asks for online mode, so a run never blocks on the
-network: ``mode`` argument > ``WANDB_MODE`` environment variable > ``offline``."""
+"""Loggers. A resumed run continues its CSV file and its W&B run. W&B is offline unless the user explicitly asks for
+online mode, so a run never blocks on the network: ``mode`` argument > ``WANDB_MODE`` environment variable >
+``offline``. Jobs of one multirun share a W&B group (the sweep) and are named by the overrides the sweep varies, so
+the W&B UI compares e.g. ``head=arcface,cosface`` side by side. Every logger gets the run's resolved config as its
+hyperparameters (``train.py``) and, at the end, the benchmark results: W&B a table and ROC plots, TensorBoard a ROC
+figure and the hparams view with the final metrics."""
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import secrets
+from typing import Any
 
-from lightning.fabric.loggers.csv_logs import _ExperimentWriter
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter as _ExperimentWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+log = logging.getLogger(__name__)
 
 _MODES = ("online", "offline", "disabled")
+
+
+def sweep_identity() -> tuple[str, str] | None:
+    """``(group, name)`` of this job when it runs inside a Hydra multirun, else None: the group is the sweep
+    (``<task>/<sweep dir>``), the name the job's values of the keys the sweep varies (e.g. ``head=arcface``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    import yaml
+    swept: set[str] = set(dict(hc.sweeper.get("params") or {}))
+    multirun_file = os.path.join(hc.sweep.dir, "multirun.yaml")  # the launch command's overrides, with the lists
+    if os.path.isfile(multirun_file):
+        with open(multirun_file, encoding="utf-8") as fh:
+            launched = (yaml.safe_load(fh) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
+        swept |= {o.split("=", 1)[0] for o in launched if "=" in o and _is_sweep(o.split("=", 1)[1])}
+    job = [o for o in hc.overrides.task if o.split("=", 1)[0] in swept]
+    experiment = hc.runtime.choices.get("experiment") or hc.job.name
+    group = f"{experiment}/{os.path.basename(os.path.normpath(hc.sweep.dir))}"
+    return group, " ".join(job) or f"job {hc.job.num}"
+
+
+def _is_sweep(value: str) -> bool:
+    """A multirun value: a comma list outside brackets, or a sweep function (range, choice, glob, ...)."""
+    depth = 0
+    for ch in value:
+        depth += ch in "[{("
+        depth -= ch in "]})"
+        if ch == "," and depth == 0:
+            return True
+    return value.startswith(("range(", "choice(", "glob(", "interval(", "tag("))
 
 
 def wandb_logger(project: str = "facelearn", save_dir: str = ".", name: str | None = None, group: str | None = None,
                  tags: list[str] | None = None, mode: str | None = None) -> WandbLogger:
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
+    if mode == "dryrun":  # W&B's old name for offline; wandb itself sets it in the environment of this process
+        mode = "offline"
     if mode not in _MODES:
         raise ValueError(f"logger.wandb.mode must be one of {_MODES}, got {mode!r}")
     os.makedirs(save_dir, exist_ok=True)
@@ -30,6 +75,10 @@ def wandb_logger(project: str = "facelearn", save_dir: str = ".", name: str | No
         run_id = secrets.token_hex(4)  # W&B ids: short lowercase alphanumerics
         with open(id_file, "w", encoding="utf-8") as fh:
             fh.write(run_id + "\n")
+    sweep = sweep_identity()
+    if sweep is not None:
+        group = group or sweep[0]
+        name = name or sweep[1]
     return WandbLogger(project=project, save_dir=save_dir, name=name, group=group, tags=list(tags or []),
                        offline=mode == "offline", mode=mode, id=run_id, resume="allow",
                        settings={"init_timeout": 60, "silent": True})
@@ -82,3 +131,70 @@ class ContinuingCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuingWriter(log_dir=self.log_dir, resume_step=self.resume_step)
         return self._experiment
+
+
+def finish_loggers(loggers: list[Any]) -> None:
+    """End each W&B run: the next job of a multirun (same process) must start its own run, not continue this one."""
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and lg._experiment is not None:
+            lg.experiment.finish()
+
+
+def tensorboard_logger(save_dir: str = ".", name: str = "tensorboard") -> TensorBoardLogger:
+    """TensorBoard event files in ``<save_dir>/<name>/`` (scalars, hyperparameters, the ROC figure)."""
+    return TensorBoardLogger(save_dir=save_dir, name=name, version="", default_hp_metric=False)
+
+
+def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> ``{"head.margin": 0.35, ...}`` (lists as strings): what hyperparameter views filter on."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_config(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = str(list(v))
+        else:
+            out[key] = v
+    return out
+
+
+def log_benchmark_results(loggers: list[Any], results: dict[str, dict[str, float]],
+                          curves: dict[str, dict[str, Any]], step: int) -> None:
+    """Final benchmark results beyond scalars: W&B a table (a row per benchmark and scorer) and one ROC plot per
+    benchmark; TensorBoard a ROC figure per benchmark and the final metrics in its hparams view."""
+    for lg in loggers:
+        try:
+            if isinstance(lg, WandbLogger):
+                _wandb_results(lg, results, curves, step)
+            elif isinstance(lg, TensorBoardLogger):
+                _tensorboard_results(lg, results, curves, step)
+        except Exception as e:  # a dashboard extra must never fail a finished training run
+            log.warning("could not log benchmark tables/curves to %s: %s", type(lg).__name__, e)
+
+
+def _rows(results: dict[str, dict[str, float]]) -> tuple[list[str], list[list[Any]]]:
+    metrics = sorted({k for m in results.values() for k in m})
+    return ["benchmark"] + metrics, [[b] + [m.get(k) for k in metrics] for b, m in results.items()]
+
+
+def _wandb_results(lg: WandbLogger, results, curves, step: int) -> None:
+    import wandb
+    columns, data = _rows(results)
+    lg.log_table(key="bench/results", columns=columns, data=data, step=step)
+    for bench, by_scorer in curves.items():
+        if by_scorer:
+            plot = wandb.plot.line_series(xs=[c["far"] for c in by_scorer.values()],
+                                          ys=[c["tar"] for c in by_scorer.values()], keys=list(by_scorer),
+                                          title=f"ROC {bench}", xname="FAR")
+            lg.experiment.log({f"bench/{bench}/roc": plot}, step=step)
+
+
+def _tensorboard_results(lg: TensorBoardLogger, results, curves, step: int) -> None:
+    from facelearn.plots import roc_figure
+    for bench, by_scorer in curves.items():
+        if by_scorer:
+            lg.experiment.add_figure(f"roc/{bench}", roc_figure(by_scorer, f"ROC {bench}"), global_step=step)
+    finals = {f"final/{b}/{k}": v for b, m in results.items() for k, v in m.items()
+              if isinstance(v, float) and v == v}
+    lg.log_hyperparams(lg.hparams if hasattr(lg, "hparams") else {}, metrics=finals)

@@ -1,9 +1,11 @@
-"""Tables from finished runs: ``python -m facelearn.report DIR [DIR ...] [--benchmark NAME] [--metrics ...]``.
+"""Tables and ROC plots from finished runs: ``facelearn-report DIR [DIR ...] [--benchmark NAME] [--metrics ...]``.
 
 Every run directory below the given paths that holds ``benchmark_metrics.json`` (training) or ``evaluation.json``
-(``facelearn.evaluate``) is one job; its label is its
-Hydra overrides (``.hydra/overrides.yaml``) without ``seed=`` and the ``paths.*`` keys, so runs that differ only by
-seed are one row with mean ± std over seeds (the count is shown). Prints a Markdown table; ``--csv`` writes one too.
+(``facelearn.evaluate``) is one job; its label is its Hydra overrides (``.hydra/overrides.yaml``) without ``seed=``
+and the ``paths.*`` keys, and only the overrides that differ between the runs, so runs that differ only by seed are
+one row with mean ± std over seeds (the count is shown). Prints the Markdown table (rows = runs, columns = metrics,
+in % except thresholds); ``--csv`` writes the numbers (mean and std in separate columns), ``--roc`` a PNG with the
+ROC curve of every run (from the runs' ``roc.json``), ``--markdown`` the table to a file.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from pathlib import Path
 
 import yaml
 
+from facelearn.tables import markdown
+
 DEFAULT_METRICS = ("accuracy", "auc", "tar@far=0.1", "tar@far=0.01")
 _IGNORED_PREFIXES = ("seed=", "paths.", "hydra.", "trainer.enable_progress_bar", "ckpt_path=")
+_RESULT_FILES = ("benchmark_metrics.json", "evaluation.json")
+ROC_FILE = "roc.json"
+
+
+class ReportError(Exception):
+    """A problem with the report's input, said in one line (no traceback)."""
 
 
 def find_runs(roots: list[str]) -> list[Path]:
@@ -28,9 +38,8 @@ def find_runs(roots: list[str]) -> list[Path]:
     for root in roots:
         p = Path(root)
         if not p.exists():
-            raise FileNotFoundError(f"report: {p} does not exist")
-        # training runs write benchmark_metrics.json, evaluations evaluation.json
-        found = {f.parent for name in ("benchmark_metrics.json", "evaluation.json") for f in p.rglob(name)}
+            raise ReportError(f"{p} does not exist (give run or sweep directories, e.g. logs/multiruns/<time>)")
+        found = {f.parent for name in _RESULT_FILES for f in p.rglob(name)}
         # natural order, so multirun jobs 0, 1, 2, ..., 10 keep their launch order
         runs += sorted(found, key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(r))])
     return runs
@@ -42,7 +51,7 @@ def runs_without_results(roots: list[str]) -> list[Path]:
     for root in roots:
         for hydra_dir in Path(root).rglob(".hydra"):
             job = hydra_dir.parent
-            if not any((job / n).is_file() for n in ("benchmark_metrics.json", "evaluation.json")):
+            if not any((job / n).is_file() for n in _RESULT_FILES):
                 out.append(job)
     return sorted(out)
 
@@ -56,60 +65,143 @@ def run_overrides(run: Path) -> list[str]:
     return [o for o in overrides if not o.startswith(_IGNORED_PREFIXES)]
 
 
-def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dict[str, float]]], list[str]]:
-    """Rows keyed by the overrides that differ between runs; also returns the overrides shared by all."""
+def run_seed(run: Path) -> str:
+    for name in (run / ".hydra" / "overrides.yaml", run / "overrides.yaml"):
+        if name.is_file():
+            for o in yaml.safe_load(name.read_text()) or []:
+                if o.startswith("seed="):
+                    return o.split("=", 1)[1]
+    return ""
+
+
+def load_metrics(run: Path) -> dict[str, dict[str, float]]:
+    file = next(run / n for n in _RESULT_FILES if (run / n).is_file())
+    try:
+        data = json.loads(file.read_text())["metrics"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ReportError(f"{file}: not a facelearn metrics file ({e})") from e
+    return {b: {k: (math.nan if v is None else float(v)) for k, v in m.items()} for b, m in data.items()}
+
+
+def labels(runs: list[Path]) -> tuple[list[str], list[str]]:
+    """Each run's row label (the overrides that differ between runs) and the overrides common to all."""
     overrides = [run_overrides(r) for r in runs]
     common = [o for o in overrides[0] if all(o in ov for ov in overrides[1:])] if len(runs) > 1 else []
-    rows: dict[str, list[dict[str, float]]] = defaultdict(list)
+    out = []
     for run, ov in zip(runs, overrides):
-        file = run / "benchmark_metrics.json"
-        data = json.loads((file if file.is_file() else run / "evaluation.json").read_text())["metrics"]
+        out.append((" ".join(o for o in ov if o not in common) or "(common overrides)") if ov else run.name)
+    return out, common
+
+
+def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dict[str, float]]], list[str]]:
+    """Rows keyed by the overrides that differ between runs; also returns the overrides shared by all."""
+    names, common = labels(runs)
+    rows: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for run, label in zip(runs, names):
+        data = load_metrics(run)
         name = benchmark or next(iter(data))
         if name not in data:
-            raise KeyError(f"{run}: no benchmark {name!r} (has {sorted(data)})")
-        # runs that differ only by seed share a label (and are averaged)
-        label = " ".join(o for o in ov if o not in common) or "(common overrides)" if ov else run.name
-        rows[label].append({k: (math.nan if v is None else v) for k, v in data[name].items()})
+            raise ReportError(f"{run}: no benchmark {name!r} (it has {sorted(data)}); choose with --benchmark")
+        rows[label].append(data[name])
     return rows, common
 
 
-def summarize(values: list[float]) -> str:
+def check_metrics(rows: dict[str, list[dict[str, float]]], metrics: list[str]) -> None:
+    available = sorted({k for items in rows.values() for i in items for k in i})
+    unknown = [m for m in metrics if m not in available]
+    if unknown:
+        raise ReportError(f"--metrics {unknown} not in the runs' results; available: {' '.join(available)}")
+
+
+def is_percent(metric: str) -> bool:
+    """Rates are shown in %; a threshold is a similarity score and stays as it is."""
+    return not metric.split("/")[-1].startswith("threshold")
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
     vals = [v for v in values if not math.isnan(v)]
     if not vals:
-        return "n/a"
+        return math.nan, math.nan, 0
     mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return f"{100 * mean:.2f}"
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+    return mean, std, len(vals)
+
+
+def summarize(values: list[float], percent: bool = True) -> str:
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "n/a"
+    f = 100.0 if percent else 1.0
+    digits = 2 if percent else 4
+    return f"{f * mean:.{digits}f}" if n == 1 else f"{f * mean:.{digits}f} ± {f * std:.{digits}f}"
 
 
 def table(rows: dict[str, list[dict[str, float]]], metrics: tuple[str, ...]) -> list[list[str]]:
-    out = [["run", "n"] + [f"{m} (%)" for m in metrics]]
+    out = [["run", "n"] + [f"{m} (%)" if is_percent(m) else m for m in metrics]]
     for label, items in rows.items():
-        out.append([label, str(len(items))] + [summarize([i.get(m, math.nan) for i in items]) for m in metrics])
+        out.append([label, str(len(items))] + [summarize([i.get(m, math.nan) for i in items], is_percent(m))
+                                               for m in metrics])
     return out
 
 
-def to_markdown(t: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in t) for i in range(len(t[0]))]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([fmt(t[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in t[1:]])
+def numeric_rows(rows: dict[str, list[dict[str, float]]], metrics: tuple[str, ...]) -> list[list[object]]:
+    """CSV: one row per label, ``<metric>_mean`` / ``<metric>_std`` as numbers (% for rates), seeds counted."""
+    header: list[object] = ["run", "n"]
+    for m in metrics:
+        unit = "_pct" if is_percent(m) else ""
+        header += [f"{m}_mean{unit}", f"{m}_std{unit}"]
+    out = [header]
+    for label, items in rows.items():
+        row: list[object] = [label, len(items)]
+        for m in metrics:
+            mean, std, _ = mean_std([i.get(m, math.nan) for i in items])
+            f = 100.0 if is_percent(m) else 1.0
+            row += ["" if math.isnan(mean) else round(f * mean, 6), "" if math.isnan(std) else round(f * std, 6)]
+        out.append(row)
+    return out
+
+
+def plot_roc(runs: list[Path], benchmark: str | None, out: Path) -> int:
+    """One PNG with the ROC curve (cosine scores) of every run that saved one; returns how many were drawn."""
+    from facelearn.plots import roc_figure
+    names, _ = labels(runs)
+    curves = {}
+    for run, label in zip(runs, names):
+        file = run / ROC_FILE
+        if not file.is_file():
+            continue
+        roc = json.loads(file.read_text())["roc"]
+        name = benchmark or next(iter(roc), None)
+        if name in roc and "cosine" in roc[name]:
+            seed = run_seed(run)
+            curves[f"{label} (seed {seed})" if seed else label] = roc[name]["cosine"]
+    if not curves:
+        return 0
+    fig = roc_figure(curves, f"ROC {benchmark or ''}".strip())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return len(curves)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="facelearn-report", description=__doc__.split("\n")[0])
     ap.add_argument("dirs", nargs="+", help="run or sweep directories")
     ap.add_argument("--benchmark", default=None, help="benchmark name (default: the first in each run)")
     ap.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
-    ap.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    ap.add_argument("--csv", default=None, help="write the numbers (mean and std columns) to this CSV file")
+    ap.add_argument("--markdown", default=None, help="also write the Markdown table to this file")
+    ap.add_argument("--roc", default=None, help="write the runs' ROC curves to this PNG")
     args = ap.parse_args(argv)
-    runs = find_runs(args.dirs)
-    if not runs:
-        sys.exit(f"report: no benchmark_metrics.json or evaluation.json under {args.dirs}")
-    rows, common = collect(runs, args.benchmark)
-    t = table(rows, tuple(args.metrics))
-    print(to_markdown(t))
+    try:
+        runs = find_runs(args.dirs)
+        if not runs:
+            raise ReportError(f"no {' or '.join(_RESULT_FILES)} under {' '.join(args.dirs)}")
+        rows, common = collect(runs, args.benchmark)
+        check_metrics(rows, args.metrics)
+    except ReportError as e:
+        sys.exit(f"facelearn-report: {e}")
+    text = markdown(table(rows, tuple(args.metrics)))
+    print(text)
     if common:
         print(f"\ncommon to all runs: {' '.join(common)}")
     missing = runs_without_results(args.dirs)
@@ -119,7 +211,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {job}: {' '.join(run_overrides(job))}", file=sys.stderr)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
-            csv.writer(fh).writerows(t)
+            csv.writer(fh).writerows(numeric_rows(rows, tuple(args.metrics)))
+    if args.markdown:
+        Path(args.markdown).write_text(text + (f"\n\ncommon to all runs: {' '.join(common)}\n" if common else "\n"))
+    if args.roc:
+        drawn = plot_roc(runs, args.benchmark, Path(args.roc))
+        print(f"\nROC: {drawn} run(s) in {args.roc}" if drawn else
+              f"\nROC: no run under {' '.join(args.dirs)} saved {ROC_FILE} (runs before ROC saving, or "
+              "identification-only benchmarks); no PNG written", file=sys.stderr if not drawn else sys.stdout)
 
 
 if __name__ == "__main__":

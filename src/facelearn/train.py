@@ -14,11 +14,14 @@ import warnings
 import hydra
 import lightning.pytorch as pl
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from facelearn.build import build_list, build_module
+from facelearn.callbacks import BenchmarkCallback
 from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
+from facelearn.loggers import finish_loggers, flat_config
 from facelearn.validate import validate_train_config
 
 log = logging.getLogger(__name__)
@@ -35,18 +38,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.num_classes)
     callbacks = build_list(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = build_list(cfg.get("logger"))
     if resumed is not None:
         step = int(resumed.get("global_step", 0))
         for lg in loggers:
             if hasattr(lg, "resume_from"):
                 lg.resume_from(step)
-    extra = {}
-    if cfg.data.get("sampler") is not None:
-        # Our batch samplers shard batches across ranks themselves (disjoint, same count per rank).
-        extra["use_distributed_sampler"] = False
+    # After resume_from: the first access of a CSV logger's writer decides whether metrics.csv is continued.
+    # The resolved config as every logger's hyperparameters (W&B config, TensorBoard hparams, csv/hparams.yaml), so
+    # dashboards filter and group runs by head, margin, method, ...
+    hparams = flat_config(OmegaConf.to_container(cfg, resolve=True))
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                      plugins=[AtomicCheckpointIO()], **extra)
+                                      plugins=[AtomicCheckpointIO()],
+                                      use_distributed_sampler=not datamodule.shards_batches)
     if trainer.is_global_zero:
         os.makedirs(cfg.paths.output_dir, exist_ok=True)
         OmegaConf.save(cfg, os.path.join(cfg.paths.output_dir, "config.yaml"), resolve=True)
@@ -58,8 +66,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except SIGTERMException:
         # SigtermCheckpoint has saved last.ckpt; a non-zero code tells the scheduler the job did not finish.
         sys.exit(SIGTERM_EXIT_CODE)
+    finish_loggers(loggers)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    bench = next((c for c in callbacks if hasattr(c, "last_results")), None)
+    bench = next((c for c in callbacks if isinstance(c, BenchmarkCallback)), None)
     if bench is not None:
         metrics.update(bench.flatten(bench.last_results))
     return metrics

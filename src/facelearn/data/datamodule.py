@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from facelearn.data.images import FaceCrop
-from facelearn.data.pairs import PairSet
 from facelearn.data.splits import check_disjoint, exclude_identities
 from facelearn.data.transforms import BatchAugment
+from facelearn.protocols.base import BenchmarkSet, Protocol, load_protocols
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FaceDataModule(pl.LightningDataModule):
     Args:
         train: a source with ``load(image_size) -> FaceRecords`` (IdentityFolder, ImageList, SyntheticFaces).
         split: callable records -> records (``Shallow``, ``Deep``).
-        benchmarks: name -> pair-set spec with ``load(image_size, cache_dir)`` and ``identities()``.
+        benchmarks: name -> ``facelearn.protocols.Protocol``.
         image_size: side of the square crops fed to the backbone.
         exclude_benchmark_identities: drop training identities that appear in a benchmark; either way a hard check
             then proves train and benchmark identities are disjoint.
@@ -75,7 +75,7 @@ class FaceDataModule(pl.LightningDataModule):
                  sampler: Any = None, seed: int = 0) -> None:
         super().__init__()
         self.train_source, self.split = train, split
-        self.benchmark_specs = dict(benchmarks or {})
+        self.benchmark_specs: dict[str, Protocol] = dict(benchmarks or {})
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.cache_dir = cache_dir
         self.exclude = exclude_benchmark_identities
@@ -83,7 +83,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.sampler_factory = sampler
         self.seed = seed
         self.train_dataset: FaceImageDataset | None = None
-        self.benchmark_sets: dict[str, PairSet] = {}
+        self.benchmark_sets: dict[str, BenchmarkSet] = {}
 
     # Loading happens on every rank (decoded arrays are cached on disk, so only the first run decodes).
     def setup(self, stage: str | None = None) -> None:
@@ -98,21 +98,25 @@ class FaceDataModule(pl.LightningDataModule):
 
     def load_benchmarks(self) -> None:
         """Decode the benchmark sets once (idempotent)."""
-        if self.benchmark_sets:
-            return
-        for name, spec in self.benchmark_specs.items():
-            self.benchmark_sets[name] = bset = spec.load(self.image_size, self.cache_dir)
-            bset.name = name
-            log.info("benchmark %s: %s over %d images", name,
-                     f"{len(bset.pairs)} pairs" if hasattr(bset, "pairs") else f"{len(set(bset.labels))} classes",
-                     len(bset.images))
+        if not self.benchmark_sets:
+            self.benchmark_sets = load_protocols(self.benchmark_specs, self.image_size, self.cache_dir, log)
+
+    def scorer_context(self) -> "ScorerContext":
+        """What pair scorers (IDA) may read: the training images and the benchmarks' identities."""
+        from facelearn.eval.scorers import ScorerContext
+        return ScorerContext.of(self.image_size, self.benchmark_sets, self.train_dataset, self.cache_dir)
+
+    @property
+    def shards_batches(self) -> bool:
+        """True when the batch sampler splits batches across ranks itself (Lightning must not add a
+        DistributedSampler)."""
+        return self.sampler_factory is not None
 
     def _setup_train(self) -> None:
         records = self.train_source.load(self.image_size)
         for spec in self.benchmark_specs.values():
             # e.g. the one-shot split: its novel identities and base test images must not be trained on
-            if hasattr(spec, "filter_training"):
-                records = spec.filter_training(records, self.image_size)
+            records = spec.filter_training(records, self.image_size)
         bench_ids: dict[str, set[str]] = {}
         for name, spec in self.benchmark_specs.items():
             ids = spec.identities()

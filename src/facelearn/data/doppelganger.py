@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facelearn.data.samplers import _by_class, _ResumableBatchSampler
+from facelearn.data.samplers import indices_by_class, ResumableBatchSampler
 
 
 class DoppelgangerList(nn.Module):
@@ -34,11 +34,20 @@ class DoppelgangerList(nn.Module):
         self.last_changes = 0
 
     @staticmethod
-    def batch_candidates(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample: the best-scoring class other than its own, and that score (ties: the lowest class index)."""
-        masked = scores.detach().float().scatter(1, labels.view(-1, 1), float("-inf"))
-        value, index = masked.max(dim=1)
-        return index, value
+    def batch_candidates(scores: torch.Tensor, labels: torch.Tensor, column_labels: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: the best-scoring class other than its own, and that score (ties: the lowest column).
+
+        ``scores`` (N, C): column c is class c (a classifier's prototypes), or, with ``column_labels`` (C,), a
+        prototype of class ``column_labels[c]`` (SST: gallery features + queue; a class may own several columns)."""
+        scores = scores.detach().float()
+        if column_labels is None:
+            masked = scores.scatter(1, labels.view(-1, 1), float("-inf"))
+            value, index = masked.max(dim=1)
+            return index, value
+        own = labels.view(-1, 1) == column_labels.view(1, -1).to(labels.device)
+        value, index = scores.masked_fill(own, float("-inf")).max(dim=1)
+        return column_labels.to(labels.device)[index], value
 
     @torch.no_grad()
     def update(self, labels: torch.Tensor, candidates: torch.Tensor, values: torch.Tensor) -> int:
@@ -66,7 +75,7 @@ class DoppelgangerList(nn.Module):
         return int((self.doppelganger >= 0).sum())
 
 
-class DoppelgangerSampler(_ResumableBatchSampler):
+class DoppelgangerSampler(ResumableBatchSampler):
     """Batches of ``batch_size`` images from N_c classes: N_r random classes, then doppelganger chains.
 
     Args:
@@ -94,7 +103,7 @@ class DoppelgangerSampler(_ResumableBatchSampler):
         if not 1 <= self.count_range[0] <= self.count_range[1] <= batch_size:
             raise ValueError(f"sampler.images_per_class must be within [1, batch_size], got {images_per_class}")
         self.num_random, self.random_ratio = num_random, random_ratio
-        self.groups = _by_class(labels)
+        self.groups = indices_by_class(labels)
         self.num_classes = len(self.groups)
         self.batches_per_epoch = batches_per_epoch or max(1, len(labels) // (batch_size * num_replicas))
         self.doppelgangers = doppelgangers

@@ -62,6 +62,17 @@ class FaceRecords:
         return decode_images(self.paths, crop, cache_dir)
 
 
+def image_files(root: str, what: str) -> list[str]:
+    """Every image file below ``root`` (recursively, sorted); ``what`` names the option in errors."""
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"{what}: {root} is not a directory")
+    paths = sorted(str(p) for p in base.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not paths:
+        raise ValueError(f"{what}: {root} holds no images ({IMAGE_EXTENSIONS})")
+    return paths
+
+
 class IdentityFolder:
     """``root/<identity>/<image>``: every sub-folder is one person, every image file in it one sample.
 

@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 
-def _by_class(labels: np.ndarray) -> list[np.ndarray]:
+def indices_by_class(labels: np.ndarray) -> list[np.ndarray]:
     labels = np.asarray(labels)
     order = np.argsort(labels, kind="stable")
     bounds = np.cumsum(np.bincount(labels, minlength=int(labels.max()) + 1))[:-1]
@@ -31,14 +31,14 @@ class _EpochRelay:
     """Lightning calls ``set_epoch`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler`` only; this
     relay, exposed as ``batch_sampler.sampler``, forwards it to the batch sampler itself."""
 
-    def __init__(self, owner: "_ResumableBatchSampler") -> None:
+    def __init__(self, owner: "ResumableBatchSampler") -> None:
         self.owner = owner
 
     def set_epoch(self, epoch: int) -> None:
         self.owner.set_epoch(epoch)
 
 
-class _ResumableBatchSampler(Sampler[list[int]]):
+class ResumableBatchSampler(Sampler[list[int]]):
     def __init__(self, batch_size: int, seed: int, num_replicas: int, rank: int) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"sampler: rank {rank} is not in [0, {num_replicas})")
@@ -76,7 +76,7 @@ class _ResumableBatchSampler(Sampler[list[int]]):
         self.epoch, self.start = int(state["epoch"]), int(state["start"])
 
 
-class MPerClassBatchSampler(_ResumableBatchSampler):
+class MPerClassBatchSampler(ResumableBatchSampler):
     """Batches of ``batch_size / images_per_class`` identities with ``images_per_class`` images each.
 
     Each epoch visits every identity with at least ``images_per_class`` images once (identities with fewer images
@@ -92,7 +92,7 @@ class MPerClassBatchSampler(_ResumableBatchSampler):
             raise ValueError(f"data.batch_size={batch_size} must be a multiple of "
                              f"sampler.images_per_class={images_per_class}")
         self.k, self.p = images_per_class, batch_size // images_per_class
-        groups = _by_class(labels)
+        groups = indices_by_class(labels)
         min_images = 2 if allow_repeats else images_per_class
         self.classes = [i for i, g in enumerate(groups) if len(g) >= min_images]
         self.skipped = len(groups) - len(self.classes)
@@ -127,7 +127,7 @@ class IdentityPairSampler(MPerClassBatchSampler):
         super().__init__(labels, batch_size, images_per_class=2, seed=seed, num_replicas=num_replicas, rank=rank)
 
 
-class ShuffleBatchSampler(_ResumableBatchSampler):
+class ShuffleBatchSampler(ResumableBatchSampler):
     """Plain shuffling, resumable: every epoch one seeded permutation of all images cut into global batches
     (incomplete last batch dropped), each rank taking every ``num_replicas``-th. The default sampler
     (``data/sampler=random``), so an interrupted conventional run resumes mid-epoch with exactly the remaining

@@ -2,13 +2,15 @@
 
 A benchmark embeds its images once and asks every configured scorer for pair scores, so cosine, IDA-R and IDA-L
 appear side by side (``bench/<set>/<scorer>/<metric>``). A scorer may need preparation from the trained model
-(``fit(module, datamodule)``): IDA builds its anchor embedding set there.
+(``fit(module, context)``, with a ``ScorerContext``: the training images and the benchmarks' identities, not the
+DataModule): IDA builds its anchor embedding set there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ import numpy as np
 import torch
 
 from facelearn.data.images import FaceCrop, decode_images
-from facelearn.data.records import IMAGE_EXTENSIONS
+from facelearn.data.records import image_files
+from facelearn.eval.embedding import embed_images
 from facelearn.eval.ida import AnchorIndex, SupportSetRegressor, fit_regressor, log_dao, log_density, \
     pick_one_per_class
 
@@ -25,12 +28,30 @@ log = logging.getLogger(__name__)
 ANCHOR_SOURCES = ("real-db", "fc-weights", "folder")
 
 
+@dataclass
+class ScorerContext:
+    """What a scorer may read besides the model: ``train_dataset`` (``images`` uint8 tensor, ``labels``,
+    ``class_names``; None when not built), the identities of every evaluated benchmark (anchors must not contain
+    them), and the image size and decode cache for anchor folders."""
+
+    image_size: int
+    train_dataset: Any = None
+    benchmark_identities: dict[str, set[str]] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+    @classmethod
+    def of(cls, image_size: int, benchmark_sets: dict[str, Any], train_dataset: Any = None,
+           cache_dir: str | None = None) -> "ScorerContext":
+        return cls(image_size, train_dataset, {n: set(s.identities or ()) for n, s in benchmark_sets.items()},
+                   cache_dir)
+
+
 class CosineScorer:
     """Cosine similarity of L2-normalised embeddings (the default)."""
 
     needs_training_data = False
 
-    def fit(self, module: Any, datamodule: Any = None) -> None:
+    def fit(self, module: Any, context: ScorerContext | None = None) -> None:
         return None
 
     def __call__(self, embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -39,9 +60,7 @@ class CosineScorer:
 
 def _folder_images(root: str) -> tuple[list[str], list[str]]:
     """All image files below ``root`` (recursively) and their parent folder names (identity where it is one)."""
-    paths = sorted(str(p) for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not paths:
-        raise ValueError(f"ida anchors folder {root} holds no images ({IMAGE_EXTENSIONS})")
+    paths = image_files(root, "ida anchors folder")
     return paths, [Path(p).parent.name for p in paths]
 
 
@@ -66,8 +85,7 @@ class AnchorSet:
         self.dataset_index: np.ndarray | None = None  # training-image index of each real-db anchor
         self.labels: np.ndarray | None = None  # training class of each anchor (real-db, fc-weights), else None
 
-    def build(self, module: Any, datamodule: Any) -> torch.Tensor:
-        from facelearn.eval.benchmark import embed_images
+    def build(self, module: Any, context: ScorerContext | None) -> torch.Tensor:
         if self.source == "fc-weights":
             head = getattr(module, "head", None)
             if head is None or getattr(head, "weight", None) is None:
@@ -77,13 +95,13 @@ class AnchorSet:
             self.labels = keep  # prototype c is class c
             return torch.nn.functional.normalize(w[keep], dim=1)
         if self.source == "real-db":
-            ds = getattr(datamodule, "train_dataset", None)
+            ds = None if context is None else context.train_dataset
             if ds is None:
-                raise ValueError("ida anchors=real-db needs the training data (datamodule.setup('fit'))")
+                raise ValueError("ida anchors=real-db needs the run's training data (ScorerContext.train_dataset)")
             idx = pick_one_per_class(ds.labels.numpy(), self.max_anchors, self.seed)
             names = {ds.class_names[c] for c in ds.labels[idx].tolist()}
-            for bname, bset in getattr(datamodule, "benchmark_sets", {}).items():
-                overlap = names & (bset.identities or set())
+            for bname, ids in context.benchmark_identities.items():
+                overlap = names & ids
                 if overlap:
                     raise ValueError(f"ida real-db anchors include identities of benchmark {bname!r} "
                                      f"(e.g. {sorted(overlap)[:5]}): the model was trained on test people")
@@ -91,18 +109,17 @@ class AnchorSet:
             self.labels = ds.labels[idx].numpy()
             return embed_images(module, ds.images[idx].numpy())
         paths, names = _folder_images(self.folder)
-        bench_ids = set()
-        for s in getattr(datamodule, "benchmark_sets", {}).values():
-            bench_ids |= s.identities or set()
+        bench_ids = set().union(*context.benchmark_identities.values()) if context else set()
         overlap = set(names) & bench_ids
         if overlap:
             raise ValueError(f"ida anchor folder {self.folder} contains benchmark identities {sorted(overlap)[:5]}: "
                              "anchors must never contain test identities")
         rng = np.random.default_rng(self.seed)
         keep = np.sort(rng.permutation(len(paths))[:self.max_anchors])
-        size = datamodule.image_size
-        images = decode_images([paths[i] for i in keep], FaceCrop(size, self.center_crop),
-                               getattr(datamodule, "cache_dir", None))
+        if context is None:
+            raise ValueError("ida anchors=folder needs the image size (ScorerContext)")
+        images = decode_images([paths[i] for i in keep], FaceCrop(context.image_size, self.center_crop),
+                               context.cache_dir)
         return embed_images(module, images)
 
 
@@ -119,8 +136,8 @@ class IDARScorer:
         self.index_kw = dict(backend=backend, kind=kind, use_gpu=use_gpu)
         self.index: AnchorIndex | None = None
 
-    def fit(self, module: Any, datamodule: Any = None) -> None:
-        self.index = AnchorIndex(self.anchor_set.build(module, datamodule), **self.index_kw)
+    def fit(self, module: Any, context: ScorerContext | None = None) -> None:
+        self.index = AnchorIndex(self.anchor_set.build(module, context), **self.index_kw)
         log.info("IDA-R: %d anchors (%s), k=%d, tau=%g", len(self.index), self.anchor_set.source, self.k, self.tau)
 
     def log_density(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -159,16 +176,17 @@ class IDALScorer(IDARScorer):
     def needs_training_data(self) -> bool:  # type: ignore[override]
         return self.regressor_path is None
 
-    def fit(self, module: Any, datamodule: Any = None) -> None:
+    def fit(self, module: Any, context: ScorerContext | None = None) -> None:
         if self.regressor_path:
             state = torch.load(self.regressor_path, map_location="cpu", weights_only=True)
             self.regressor = SupportSetRegressor(int(state["embedding_size"]), int(state["hidden"]))
             self.regressor.load_state_dict(state["state_dict"])
             self.regressor.eval()
             return
-        from facelearn.eval.benchmark import embed_images
-        super().fit(module, datamodule)
-        ds = datamodule.train_dataset
+        if context is None or context.train_dataset is None:
+            raise ValueError("IDA-L needs the run's training data to fit its regressor (or ida.*.regressor_path)")
+        super().fit(module, context)
+        ds = context.train_dataset
         rng = np.random.default_rng(self.anchor_set.seed + 1)
         train_idx = np.sort(rng.permutation(len(ds))[:self.max_train])
         emb = embed_images(module, ds.images[train_idx].numpy())

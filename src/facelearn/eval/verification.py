@@ -91,6 +91,20 @@ def tar_at_far(scores: np.ndarray, issame: np.ndarray, far: float) -> float:
     return float((pos > threshold).mean())
 
 
+def roc_points(scores: np.ndarray, issame: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """The ROC curve (FAR, TAR at every distinct threshold, highest first), thinned to at most ``max_points``
+    points (the first and last always kept), for plots."""
+    scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], issame[order]
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each distinct score
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    far = np.r_[0.0, fp / max(1, (~y).sum())]
+    tar = np.r_[0.0, tp / max(1, y.sum())]
+    keep = np.unique(np.linspace(0, len(far) - 1, min(max_points, len(far))).round().astype(int))
+    return {"far": far[keep].tolist(), "tar": tar[keep].tolist()}
+
+
 def verification_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray,
                          fars: tuple[float, ...] = DEFAULT_FARS) -> dict[str, float]:
     out = kfold_accuracy(scores, issame, folds)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelearn.data.transforms import normalize
+from facelearn.nn.objective import JointObjective
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 class StepOutput(TypedDict, total=False):
     """What every training step returns to callbacks (Lightning requires a dict with ``loss``).
 
-    ``logits``: the margin head's scores (doppelganger mining); ``embeddings``: L2-normalised features of the
-    batch (detached) and ``labels`` their identities (diagnostics); SST adds ``gallery_embeddings`` (the gallery
-    net's features of the same images as ``embeddings``) and ``queue_age`` (steps since the oldest queue entry
-    was written)."""
+    ``scores``: the head's logits (N, R) of the batch's features against what they were scored against, and
+    ``score_labels`` the identity of each of the R columns (None: column = class index, the head's own prototypes)
+    — doppelganger mining reads these, for any method with a head. ``embeddings``: L2-normalised features of the
+    batch (detached) and ``labels`` their identities (diagnostics; also the rows of ``scores``); SST adds
+    ``gallery_embeddings`` (the gallery net's features of the same images as ``embeddings``) and ``queue_age``
+    (steps since the oldest queue entry was written)."""
 
     loss: torch.Tensor
-    logits: torch.Tensor | None
+    scores: torch.Tensor | None
+    score_labels: torch.Tensor | None
     embeddings: torch.Tensor
     labels: torch.Tensor
     gallery_embeddings: torch.Tensor
@@ -52,8 +56,21 @@ class FaceModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.flip_tta = flip_tta
         self.config: dict | None = None  # the run's resolved config, stored in checkpoints for evaluation
+        self.objective: JointObjective | None = None  # set by the method
         self._epoch_start = 0.0
         self._epoch_images = 0
+        self._register_load_state_dict_pre_hook(_legacy_objective_keys)
+
+    @property
+    def head(self) -> nn.Module | None:
+        """The margin head of the objective (None for pair losses only)."""
+        return None if self.objective is None else self.objective.head
+
+    def log_objective(self, parts: dict[str, torch.Tensor]) -> None:
+        """``train/acc`` (head top-1), ``train/loss_head`` and ``train/loss_<pair loss>`` of one step."""
+        for key, value in parts.items():
+            name = "train/acc" if key == "acc" else f"train/loss_{key}"
+            self.log(name, value, on_step=True, on_epoch=True, prog_bar=key == "acc", sync_dist=True)
 
     def embedding_network(self) -> nn.Module:
         """The network whose features are the model's embedding (SST overrides: its probe net)."""
@@ -95,10 +112,7 @@ class FaceModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         elapsed = self._last_batch_end - self._epoch_start
         rate = self._epoch_images * self.trainer.world_size / max(elapsed, 1e-9)
-        self.log("train/images_per_sec", rate, rank_zero_only=True)
-        if self.trainer.is_global_zero:
-            log.info("epoch %d: %.1f images/s (%d images in %.1f s, %d process(es))", self.current_epoch, rate,
-                     self._epoch_images * self.trainer.world_size, elapsed, self.trainer.world_size)
+        self.log("train/images_per_sec", rate, rank_zero_only=True)  # the epoch line: callbacks.progress
 
     def log_lr(self) -> None:
         opt = self.optimizers()
@@ -107,5 +121,10 @@ class FaceModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["facelearn_config"] = self.config
-        head = getattr(self, "head", None)
-        checkpoint["facelearn_num_classes"] = getattr(head, "num_classes", 0)
+        checkpoint["facelearn_num_classes"] = getattr(self.head, "num_classes", 0)
+
+
+def _legacy_objective_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before the joint objective held ``head.*`` / ``pair_losses.*`` at the top level."""
+    for key in [k for k in state_dict if k.startswith((prefix + "head.", prefix + "pair_losses."))]:
+        state_dict[prefix + "objective." + key[len(prefix):]] = state_dict.pop(key)

@@ -39,6 +39,7 @@ from torch import nn
 
 from facelearn.methods.base import FaceModule, StepOutput
 from facelearn.nn.heads import MarginHead
+from facelearn.nn.objective import JointObjective, ObjectiveOutput, check_finite
 from facelearn.nn.queue import GalleryQueue
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,6 @@ class SSTModule(FaceModule):
         for key, m in (("momentum", momentum), ("momentum_end", momentum_end)):
             if m is not None and not 0.0 <= m < 1.0:
                 raise ValueError(f"method.{key} must be in [0, 1), got {m}")
-        losses = dict(losses or {})
-        if head is None and not losses:
-            raise ValueError("SST needs a head (head=...) or at least one pair loss (loss=...)")
         if head is not None and head.weight is not None:
             raise ValueError("SST scores against the gallery queue: the head must have num_classes=0")
         if queue_size < 0:
@@ -103,9 +101,7 @@ class SSTModule(FaceModule):
         self._ramp_steps = 0  # the run's total steps, set at train start when m follows a ramp
         self.stale_warning = stale_warning
         self.use_queue = use_queue
-        self.head, self.head_weight = head, head_weight
-        self.pair_losses = nn.ModuleDict({k: fn for k, (_, fn) in losses.items()})
-        self.loss_weights = {k: float(w) for k, (w, _) in losses.items()}
+        self.objective = JointObjective(head, losses, head_weight)
         self.gallery = None
         if variant != "none":
             self.gallery = copy.deepcopy(backbone)
@@ -175,25 +171,18 @@ class SSTModule(FaceModule):
         return out.reshape(-1, *x.shape[1:])
 
     def direction_loss(self, probe: torch.Tensor, ids: torch.Tensor, gallery_all: torch.Tensor,
-                       ids_all: torch.Tensor, offset: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss of probe features against all ranks' gallery features (+ the queue)."""
+                       ids_all: torch.Tensor, offset: int) -> tuple[ObjectiveOutput, torch.Tensor]:
+        """The joint objective of probe features against all ranks' gallery features (+ the queue): each probe's
+        target is its own gallery feature; the other entries of its identity are left out of its softmax."""
         protos, proto_ids = gallery_all, ids_all
         if self.use_queue and self.queue.filled:
             q_feats, q_ids = self.queue.valid()
             protos = torch.cat([gallery_all, q_feats.to(gallery_all.dtype)])
             proto_ids = torch.cat([ids_all, q_ids])
-        parts: dict[str, torch.Tensor] = {}
-        total = probe.new_zeros((), dtype=torch.float32)
-        if self.head is not None:
-            targets, mask = sst_targets(ids, proto_ids, offset)
-            logits = self.head(probe, targets, prototypes=protos).masked_fill(mask, float("-inf"))
-            parts["head"] = F.cross_entropy(logits, targets)
-            parts["acc"] = (logits.argmax(1) == targets).float().mean()
-            total = total + self.head_weight * parts["head"]
-        for name, fn in self.pair_losses.items():
-            parts[name] = fn(probe, ids, protos, proto_ids)
-            total = total + self.loss_weights[name] * parts[name]
-        return total, parts
+        targets, exclude = sst_targets(ids, proto_ids, offset)
+        out = self.objective(probe, ids, targets=targets, references=protos, reference_labels=proto_ids,
+                             exclude=exclude)
+        return out, proto_ids
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> StepOutput:
         images, labels = batch
@@ -211,18 +200,15 @@ class SSTModule(FaceModule):
         g1_all, g2_all = self._gather(gal1, trained_gallery), self._gather(gal2, trained_gallery)
         ids_all = self._gather(ids, False)
         offset = rank * n
-        loss_a, parts_a = self.direction_loss(probe1, ids, g2_all, ids_all, offset)
-        loss_b, parts_b = self.direction_loss(probe2, ids, g1_all, ids_all, offset)
+        (loss_a, parts_a, scores_a), score_labels = self.direction_loss(probe1, ids, g2_all, ids_all, offset)
+        (loss_b, parts_b, _), _ = self.direction_loss(probe2, ids, g1_all, ids_all, offset)
         loss = 0.5 * (loss_a + loss_b)
         if self.variant == "constraint":
             penalty = self.constraint_penalty()
             loss = loss + penalty
             self.log("train/constraint", penalty, on_step=True, on_epoch=True, sync_dist=True)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
-        for key in parts_a:
-            self.log(f"train/{'acc' if key == 'acc' else 'loss_' + key}", 0.5 * (parts_a[key] + parts_b[key]),
-                     on_step=True, on_epoch=True, sync_dist=True)
+        check_finite(loss, self.global_step)
+        self.log_objective({key: 0.5 * (parts_a[key] + parts_b[key]) for key in parts_a})
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/queue_filled", float(self.queue.filled), on_step=True, on_epoch=False, rank_zero_only=True)
         if self.variant == "momentum":
@@ -231,7 +217,8 @@ class SSTModule(FaceModule):
         self.log_lr()
         self.count_images(len(images))
         # Diagnostics (callbacks.diagnostics) read these before the queue receives this step's features.
-        out = StepOutput(loss=loss, embeddings=F.normalize(probe1.detach().float(), dim=1), labels=ids,
+        out = StepOutput(loss=loss, scores=scores_a, score_labels=score_labels,
+                         embeddings=F.normalize(probe1.detach().float(), dim=1), labels=ids,
                          gallery_embeddings=gal1.detach(),
                          queue_age=self.queue.oldest_age(self.global_step) if self.use_queue else None)
         # Enqueue one direction (every rank the same gathered batch -> identical queues).

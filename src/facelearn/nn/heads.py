@@ -19,6 +19,9 @@ Margins, with θ the angle between the L2-normalised feature and its target prot
                    from ``lambda_base`` to ``lambda_min`` (the original paper's recipe to make it trainable).
 * ``CombinedMargin`` insightface's ``s (cos(m1 θ + m2) - m3)``; (1, 0.5, 0) is ArcFace, (1, 0, 0.35) CosFace.
 
+Which prototypes enter the softmax is a separate, optional part (``selection``, ``facelearn.nn.selection``): e.g.
+DP-softmax's dominant prototypes, with any of these margins.
+
 All cosine/angle arithmetic runs in float32 with autocast off and the cosine clamped away from ±1 before ``acos``,
 so there is no NaN (value or gradient) at cos = ±1, also when the surrounding step runs in bf16/fp16.
 """
@@ -30,6 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from facelearn.nn.selection import DominantPrototypes
 
 # acos'(x) = -1/sqrt(1-x^2) is infinite at |x| = 1; this keeps θ and its gradient finite.
 _COS_EPS = 1e-6
@@ -49,13 +54,13 @@ class MarginHead(nn.Module):
         num_classes: number of own prototypes C; ``0`` for a head that is always given prototypes (SST).
         scale: the logit scale s.
         learnable_scale: make s a trainable parameter (as in L2-softmax of the doppelganger paper §4.2.5).
+        selection: which prototypes enter each softmax (``facelearn.nn.selection``; None: all of them).
     """
 
-    normalized = True
-
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 64.0,
-                 learnable_scale: bool = False) -> None:
+                 learnable_scale: bool = False, selection: nn.Module | None = None) -> None:
         super().__init__()
+        self.selection = selection
         if embedding_size <= 0:
             raise ValueError(f"head.embedding_size must be positive, got {embedding_size}")
         if num_classes < 0:
@@ -99,17 +104,18 @@ class MarginHead(nn.Module):
             return self.restrict(logits, cos, targets.long())
 
     def restrict(self, logits: torch.Tensor, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Which prototypes take part in the softmax: all of them (DP-softmax keeps only the dominant ones)."""
-        return logits
+        """Columns outside the selection get -inf (no loss, no gradient); without a selection all take part."""
+        if self.selection is None:
+            return logits
+        return logits.masked_fill(~self.selection(cos, targets), float("-inf"))
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, scale={float(self.scale):g}"
 
 
 class Softmax(MarginHead):
-    """Plain softmax classifier: ``W x + b`` on unnormalised features (the conventional baseline)."""
-
-    normalized = False
+    """Plain softmax classifier: ``W x + b`` on unnormalised features (the conventional baseline). No prototype
+    selection (its logits are not cosines)."""
 
     def __init__(self, embedding_size: int, num_classes: int = 0, bias: bool = True) -> None:
         super().__init__(embedding_size, num_classes, scale=1.0)
@@ -154,8 +160,8 @@ class NormFace(MarginHead):
     can be trainable (``learnable_scale``)."""
 
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 30.0,
-                 learnable_scale: bool = False) -> None:
-        super().__init__(embedding_size, num_classes, scale, learnable_scale)
+                 learnable_scale: bool = False, selection: nn.Module | None = None) -> None:
+        super().__init__(embedding_size, num_classes, scale, learnable_scale, selection)
 
     def target_logit(self, cos_target: torch.Tensor) -> torch.Tensor:
         return cos_target
@@ -165,8 +171,8 @@ class CosFace(MarginHead):
     """AM-softmax / CosFace: ``s (cos θ - m)``."""
 
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 64.0, margin: float = 0.35,
-                 learnable_scale: bool = False) -> None:
-        super().__init__(embedding_size, num_classes, scale, learnable_scale)
+                 learnable_scale: bool = False, selection: nn.Module | None = None) -> None:
+        super().__init__(embedding_size, num_classes, scale, learnable_scale, selection)
         self.margin = float(margin)
 
     def target_logit(self, cos_target: torch.Tensor) -> torch.Tensor:
@@ -182,8 +188,9 @@ class CombinedMargin(MarginHead):
     """
 
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 64.0, m1: float = 1.0,
-                 m2: float = 0.5, m3: float = 0.0, learnable_scale: bool = False) -> None:
-        super().__init__(embedding_size, num_classes, scale, learnable_scale)
+                 m2: float = 0.5, m3: float = 0.0, learnable_scale: bool = False,
+                 selection: nn.Module | None = None) -> None:
+        super().__init__(embedding_size, num_classes, scale, learnable_scale, selection)
         if m1 < 1:
             raise ValueError(f"head.m1 must be >= 1 (multiplicative angular margin), got {m1}")
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)
@@ -205,9 +212,9 @@ class ArcFace(CombinedMargin):
     """ArcFace: ``s cos(θ + m)`` with the insightface fallback ``cos θ - m sin m`` where ``θ + m > π``."""
 
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 64.0, margin: float = 0.5,
-                 learnable_scale: bool = False) -> None:
+                 learnable_scale: bool = False, selection: nn.Module | None = None) -> None:
         super().__init__(embedding_size, num_classes, scale, m1=1.0, m2=margin, m3=0.0,
-                         learnable_scale=learnable_scale)
+                         learnable_scale=learnable_scale, selection=selection)
         self.margin = float(margin)
 
 
@@ -221,8 +228,8 @@ class SphereFace(MarginHead):
 
     def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 30.0, margin: int = 4,
                  lambda_base: float = 1000.0, lambda_min: float = 5.0, gamma: float = 0.12, power: float = 1.0,
-                 learnable_scale: bool = False) -> None:
-        super().__init__(embedding_size, num_classes, scale, learnable_scale)
+                 learnable_scale: bool = False, selection: nn.Module | None = None) -> None:
+        super().__init__(embedding_size, num_classes, scale, learnable_scale, selection)
         if int(margin) != margin or margin < 1:
             raise ValueError(f"head.margin for SphereFace must be a positive integer, got {margin}")
         self.margin = int(margin)
@@ -246,49 +253,10 @@ class SphereFace(MarginHead):
         return (lam * cos_target + self.psi(cos_target)) / (1.0 + lam)
 
 
-class DPSoftmax(CosFace):
-    """Dominant-prototype softmax (DP-softmax; Zhu et al., "Large-scale bisample learning on ID versus spot face
-    recognition", IJCV 2019 — the classification loss of the SST supplementary, Table 1).
-
-    With very many classes, a sample's softmax denominator is dominated by the few prototypes closest to it; the
-    others contribute ~0 to the loss and only add (useless) gradient to their weights. DP-softmax therefore runs
-    the batch's softmax over its *dominant* prototypes only: the target prototypes of the batch plus the
-    ``num_dominant`` non-target prototypes with the highest cosine to any feature of the batch. For sample i with
-    target y_i and dominant set D (shared by the batch)::
-
-        L_i = -log( e^{s(cos θ_{y_i} - m)} / (e^{s(cos θ_{y_i} - m)} + Σ_{j ∈ D ∪ T, j ≠ y_i} e^{s cos θ_j}) )
-
-    (T: the batch's target columns; AM-softmax margin m on the target). Logits outside D ∪ T are -inf, so those
-    prototypes receive exactly zero gradient. ``num_dominant >= C - |T|`` is plain AM-softmax.
-
-    Scope: the dominant set is chosen exactly, from the cosines to *all* prototypes (one N x C matmul, as in every
-    head here); the bisample paper additionally avoids scoring all classes for millions of identities (candidate
-    queues of neighbouring prototypes, prototypes kept off the GPU), which this implementation does not do — the
-    loss is reproduced, the memory saving is not. The paper itself is not in ``../shared/papers``; this follows its
-    published description. With SST the prototypes are the gallery queue and the dominant set is chosen among its
-    columns the same way.
-    """
-
-    def __init__(self, embedding_size: int, num_classes: int = 0, scale: float = 30.0, margin: float = 0.35,
-                 num_dominant: int = 256, learnable_scale: bool = False) -> None:
-        super().__init__(embedding_size, num_classes, scale, margin, learnable_scale)
-        if int(num_dominant) != num_dominant or num_dominant < 1:
-            raise ValueError(f"head.num_dominant must be a positive integer, got {num_dominant}")
-        self.num_dominant = int(num_dominant)
-
-    def dominant_mask(self, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(C,) bool: the batch's target columns and its ``num_dominant`` hardest other prototypes."""
-        keep = torch.zeros(cos.shape[1], dtype=torch.bool, device=cos.device)
-        keep[targets] = True
-        others = int((~keep).sum())
-        if self.num_dominant >= others:
-            return torch.ones_like(keep)
-        hardness = cos.detach().max(dim=0).values.masked_fill(keep, float("-inf"))
-        keep[hardness.topk(self.num_dominant).indices] = True
-        return keep
-
-    def restrict(self, logits: torch.Tensor, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return logits.masked_fill(~self.dominant_mask(cos, targets), float("-inf"))
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", margin={self.margin:g}, num_dominant={self.num_dominant}"
+def DPSoftmax(embedding_size: int, num_classes: int = 0, scale: float = 30.0, margin: float = 0.35,
+              num_dominant: int = 256, learnable_scale: bool = False) -> CosFace:
+    """DP-softmax as the SST supplementary uses it: AM-softmax (CosFace) + ``DominantPrototypes`` selection
+    (``head=dp_softmax``; any other margin: ``head=<margin> +head/selection=dominant``). Kept as a name because
+    checkpoints of earlier runs store this target."""
+    return CosFace(embedding_size, num_classes, scale, margin, learnable_scale,
+                   selection=DominantPrototypes(num_dominant))

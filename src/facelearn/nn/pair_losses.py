@@ -53,8 +53,6 @@ def _require_positives(pos: torch.Tensor, name: str) -> None:
 class PairLoss(nn.Module):
     """Base: ``forward(embeddings, labels, ref_embeddings=None, ref_labels=None) -> scalar loss``."""
 
-    needs_positives = True
-
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, ref_embeddings: torch.Tensor | None = None,
                 ref_labels: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -13,16 +13,23 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from facelearn.data.records import FaceRecords
+from facelearn.data.records import FaceRecords, image_files
 from facelearn.data.splits import exclude_identities
-from facelearn.data.pairs import parse_pairs_file
+from facelearn.eval.identification import classifier_identification_metrics, identification_metrics
+from facelearn.protocols.base import BenchmarkSet, Protocol
+from facelearn.protocols.pairs import parse_pairs_file
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class IdentificationSet:
+class IdentificationSet(BenchmarkSet):
+    """A loaded identification benchmark: prototypes from the ``enrol`` images, the rest are probes. Metrics: top-1
+    and coverage@precision per group (``novel/``, ``base/`` for the one-shot protocol, else ``probe/``), and the
+    Table 6 classifier fine-tuning (``finetuned_*``) when ``finetune_iterations`` > 0."""
+
     name: str
     images: np.ndarray        # uint8 (N, 3, S, S)
     labels: np.ndarray        # int64 class per image
@@ -31,6 +38,22 @@ class IdentificationSet:
     identities: set[str] | None = None
     precisions: tuple[float, ...] = (0.99, 0.999)   # coverage@precision levels to report
     finetune_iterations: int = 0   # > 0: also the Table 6 classifier fine-tuning (eval.identification)
+
+    def describe(self) -> str:
+        return f"{len(set(self.labels.tolist()))} classes over {len(self.images)} images"
+
+    def metrics(self, embeddings, scorers=None, fars=(), curves=None) -> dict[str, float]:
+        labels = torch.from_numpy(self.labels)
+        if self.novel.any():  # one-shot protocol: novel and base classes reported apart
+            groups = {"novel": torch.from_numpy(self.novel), "base": torch.from_numpy(~self.novel)}
+        else:  # plain identification (with distractors in the gallery)
+            groups = {"probe": torch.ones(len(self.labels), dtype=torch.bool)}
+        enrol = torch.from_numpy(self.enrol)
+        out = identification_metrics(embeddings, labels, enrol, groups, self.precisions)
+        if self.finetune_iterations:
+            out.update(classifier_identification_metrics(embeddings, labels, enrol, groups, self.precisions,
+                                                         self.finetune_iterations))
+        return out
 
 
 def check_precisions(precisions, owner: str) -> tuple[float, ...]:
@@ -43,8 +66,10 @@ def check_precisions(precisions, owner: str) -> tuple[float, ...]:
     return levels
 
 
-class OneShotSplit:
+class OneShotSplit(Protocol):
     """Base/novel split of ``source`` (after removing the people of ``exclude_pairs_files``)."""
+
+    splits_training_data = True
 
     def __init__(self, source, num_novel: int = 200, base_test_per_class: int = 1, base_test_min_images: int = 3,
                  exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str = "oneshot",
@@ -94,8 +119,9 @@ class OneShotSplit:
 
     # -- training side: what the training data must not contain ---------------------------------------------
     def identities(self) -> set[str]:
-        """Novel identities: never in training (the DataModule checks it)."""
-        return self.partition(self._size)[3] if hasattr(self, "_size") else set()
+        """Novel identities: never in training (the DataModule checks it). The partition is a function of the
+        identity names and the seed, not of the image size, so any size gives the same names."""
+        return self.partition(getattr(self, "_size", None) or next(iter(self._cache), 32))[3]
 
     def filter_training(self, records: FaceRecords, image_size: int) -> FaceRecords:
         """Drop novel identities and base test images from the training records (matched by path or by the
@@ -134,7 +160,7 @@ def _keys(records: FaceRecords) -> list[str]:
     return keys
 
 
-class IdentificationFolder:
+class IdentificationFolder(Protocol):
     """Closed-set identification from an identity folder (MegaFace-style at small scale): per identity
     ``enrol_per_class`` gallery image(s), the rest are probes; every image of ``distractors`` (a folder of other
     people) joins the gallery as its own class. Reports ``probe/top1`` (rank-1) and coverage@precision."""
@@ -167,8 +193,7 @@ class IdentificationFolder:
         paths, labels = list(rec.paths), labels.astype(np.int64)
         novel = np.zeros(len(rec), bool)
         if self.distractors:
-            extra = [str(p) for p in sorted(__import__("pathlib").Path(self.distractors).rglob("*"))
-                     if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")]
+            extra = image_files(self.distractors, f"benchmark.{self.name}.distractors")
             paths += extra
             labels = np.r_[labels, len(names) + np.arange(len(extra))]
             enrol = np.r_[enrol, np.ones(len(extra), bool)]

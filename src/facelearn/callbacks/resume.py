@@ -1,4 +1,4 @@
-"""Callbacks that make a resumed run continue exactly where the checkpoint left it."""
+"""The callback that makes a resumed run continue exactly where the checkpoint left it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from facelearn.data.doppelganger import DoppelgangerList, DoppelgangerSampler
-from facelearn.data.samplers import _ResumableBatchSampler
+from facelearn.data.samplers import ResumableBatchSampler
 
 
 class ResumeStateCallback(pl.Callback):
@@ -74,10 +73,10 @@ class ResumeStateCallback(pl.Callback):
                 metric.value = metric.meta.reduce_fx(metric.value, value)
 
     @staticmethod
-    def _sampler(trainer: pl.Trainer) -> _ResumableBatchSampler | None:
+    def _sampler(trainer: pl.Trainer) -> ResumableBatchSampler | None:
         dl = trainer.train_dataloader
         bs = getattr(dl, "batch_sampler", None) if dl is not None else None
-        return bs if isinstance(bs, _ResumableBatchSampler) else None
+        return bs if isinstance(bs, ResumableBatchSampler) else None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         # A resumed epoch keeps the restored count; a new epoch starts from zero.
@@ -136,85 +135,3 @@ class ResumeStateCallback(pl.Callback):
         if sampler is not None and self._pending_sampler is not None:
             sampler.load_state_dict({**self._pending_sampler, "seed": sampler.seed})
         self._pending_sampler = None
-
-
-class DoppelgangerCallback(pl.Callback):
-    """Doppelganger mining from the head's scores of every training step (§3.2), shared with the sampler.
-
-    Reads ``outputs["logits"]`` (the margin head's scores, returned by the training step: no extra forward pass);
-    under DDP the per-sample candidates of all ranks are gathered so every rank applies the same update and holds
-    the same list. The list is callback state, saved in checkpoints. Logs ``dm/assigned`` (classes with a
-    doppelganger), ``dm/changes`` (entries changed by the step) and ``dm/short_classes`` (batch classes that had
-    fewer images than their count and gave each image once, their slots going to other classes).
-    """
-
-    def __init__(self) -> None:
-        self.list: DoppelgangerList | None = None
-        self._restored: torch.Tensor | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
-        if self.list is None:
-            self.list = DoppelgangerList(trainer.datamodule.num_classes)
-        if self._restored is not None:
-            self.list.doppelganger.copy_(self._restored)
-            self._restored = None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
-        if isinstance(sampler, DoppelgangerSampler):
-            sampler.doppelgangers = self.list
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        logits = outputs.get("logits") if isinstance(outputs, dict) else None
-        if logits is None:
-            raise ValueError("doppelganger mining needs the prototype head's scores: use a method with a head")
-        labels = batch[1]
-        cand, val = DoppelgangerList.batch_candidates(logits, labels)
-        if trainer.world_size > 1:
-            labels, cand, val = (trainer.strategy.all_gather(t).reshape(-1) for t in (labels, cand, val))
-        changes = self.list.update(labels.cpu(), cand.cpu(), val.cpu())
-        pl_module.log("dm/assigned", float(self.list.num_assigned), on_step=True, on_epoch=False)
-        pl_module.log("dm/changes", float(changes), on_step=True, on_epoch=True, reduce_fx="sum")
-        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
-        if isinstance(sampler, DoppelgangerSampler):  # classes with fewer images than their count, so far
-            pl_module.log("dm/short_classes", float(sampler.short_classes), on_step=True, on_epoch=False)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.list is None else {"doppelganger": self.list.doppelganger.clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "doppelganger" in state:
-            if self.list is None:
-                self._restored = state["doppelganger"]
-            else:
-                self.list.doppelganger.copy_(state["doppelganger"])
-
-
-class RepresentationDiagnostics(pl.Callback):
-    """Logs representation health every ``every_n_steps`` training steps, from the batch the step embedded (no
-    extra forward pass): ``diag/effective_rank``, ``diag/negative_cosine`` for every method, and for SST
-    ``diag/probe_gallery_cosine`` (same images through the probe and the gallery net) and ``diag/queue_age`` (steps
-    since the oldest queue entry was written). Goes to every configured logger (rank zero's batch under DDP).
-    See ``facelearn.diagnostics`` for the definitions."""
-
-    def __init__(self, every_n_steps: int = 10) -> None:
-        if every_n_steps < 1:
-            raise ValueError(f"callbacks.diagnostics.every_n_steps must be >= 1, got {every_n_steps}")
-        self.every_n_steps = every_n_steps
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not trainer.is_global_zero or not isinstance(outputs, dict) or "embeddings" not in outputs:
-            return
-        if (trainer.global_step - 1) % self.every_n_steps:
-            return
-        from facelearn import diagnostics as d
-        emb, labels = outputs["embeddings"], outputs["labels"]
-        values = {"diag/effective_rank": d.effective_rank(emb),
-                  "diag/negative_cosine": d.mean_negative_cosine(emb, labels)}
-        if outputs.get("gallery_embeddings") is not None:
-            values["diag/probe_gallery_cosine"] = d.mean_pair_cosine(emb, outputs["gallery_embeddings"])
-        if outputs.get("queue_age") is not None:
-            values["diag/queue_age"] = float(outputs["queue_age"])
-        # Straight to the loggers (not self.log), so the interval is ours, not trainer.log_every_n_steps.
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=trainer.global_step)

@@ -27,7 +27,8 @@ import os
 import numpy as np
 
 from facelearn.data.images import FaceCrop, decode_images
-from facelearn.data.pairs import PairSet
+from facelearn.protocols.base import Protocol
+from facelearn.protocols.pairs import PairSet
 
 PROTOCOLS = ("FF", "FP")
 NUM_FOLDS = 10
@@ -117,7 +118,7 @@ def cfp_name_list(root: str) -> list[str]:
     return names
 
 
-class CFPPairs:
+class CFPPairs(Protocol):
     """CFP-FF or CFP-FP verification (10 folds of 350 same + 350 different pairs; 7,000 pairs in all).
 
     Args:

@@ -19,16 +19,22 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from facelearn.data.images import FaceCrop, crop_resize, decode_images
 from facelearn.data.synthetic import SyntheticFaces
+from facelearn.eval.verification import roc_points, verification_metrics
+from facelearn.protocols.base import BenchmarkSet, Protocol
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PairSet:
+class PairSet(BenchmarkSet):
+    """A loaded verification benchmark; its metrics: 10-fold accuracy, AUC, TAR@FAR per scorer (cosine: bare
+    names; any other scorer, e.g. IDA: ``<scorer>/<metric>``)."""
+
     name: str
     images: np.ndarray          # uint8 (M, 3, S, S)
     pairs: np.ndarray           # int64 (P, 2) indices into images
@@ -47,6 +53,24 @@ class PairSet:
             raise ValueError(f"benchmark {self.name}: pairs/issame/folds lengths differ")
         if len(self.pairs) and (self.pairs.min() < 0 or self.pairs.max() >= len(self.images)):
             raise ValueError(f"benchmark {self.name}: pair index out of range of {len(self.images)} images")
+
+    def describe(self) -> str:
+        return f"{len(self.pairs)} pairs over {len(self.images)} images"
+
+    def metrics(self, embeddings, scorers, fars, curves=None) -> dict[str, float]:
+        if not scorers:
+            from facelearn.eval.scorers import CosineScorer
+            scorers = {"cosine": CosineScorer()}
+        pairs = torch.from_numpy(self.pairs)
+        out: dict[str, float] = {}
+        for name, scorer in scorers.items():
+            scores = scorer(embeddings, pairs).double().numpy()
+            metrics = verification_metrics(scores, self.issame, self.folds, tuple(fars))
+            if curves is not None:
+                curves[name] = roc_points(scores, self.issame)
+            prefix = "" if name == "cosine" else f"{name}/"
+            out.update({prefix + k: v for k, v in metrics.items()})
+        return out
 
 
 def contiguous_folds(n: int, n_folds: int = 10) -> np.ndarray:
@@ -109,7 +133,7 @@ def parse_pairs_file(path: str) -> tuple[list[tuple[str, int, str, int]], np.nda
     return pairs, issame_a, folds_a
 
 
-class LFWPairs:
+class LFWPairs(Protocol):
     """Pairs from an LFW-style pairs file over ``image_root/<name>/<name>_<i:04d>.<ext>``."""
 
     def __init__(self, pairs_file: str, image_root: str, center_crop: int | None = None, name: str | None = None,
@@ -190,7 +214,7 @@ def load_bin_pairs(path: str, image_size: int, name: str | None = None) -> PairS
                    np.asarray(issame, dtype=bool), contiguous_folds(n), None)
 
 
-class BinPairs:
+class BinPairs(Protocol):
     """Config wrapper for ``load_bin_pairs`` (restricted unpickling: see ``_BinUnpickler``)."""
 
     def __init__(self, path: str, name: str | None = None) -> None:
@@ -203,7 +227,7 @@ class BinPairs:
         return load_bin_pairs(self.path, image_size, self.name)
 
 
-class SyntheticPairs:
+class SyntheticPairs(Protocol):
     """A held-out synthetic verification set: its own identities (its own seed), ``num_pairs`` matched and as many
     mismatched pairs, ``hard_fraction`` of the mismatched ones between look-alike members of one family."""
 

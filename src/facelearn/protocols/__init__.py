@@ -1,0 +1,10 @@
+"""Benchmark protocols, one module per family; the contract is ``facelearn.protocols.base``.
+
+* ``pairs``    verification pair sets: LFW-style pairs files, insightface ``.bin``, synthetic pairs (``PairSet``);
+* ``cfp``      CFP frontal-frontal / frontal-profile (official 10 folds);
+* ``oneshot``  identification: the one-shot base/novel split and identity folders (``IdentificationSet``).
+"""
+
+from facelearn.protocols.base import BenchmarkSet, Protocol, load_protocols
+
+__all__ = ["BenchmarkSet", "Protocol", "load_protocols"]
