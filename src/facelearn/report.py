@@ -56,22 +56,31 @@ def runs_without_results(roots: list[str]) -> list[Path]:
     return sorted(out)
 
 
+def _all_overrides(run: Path) -> list[str]:
+    """The run's Hydra overrides; for a ``facelearn.evaluate`` run, those of the training run whose checkpoint it
+    evaluated come first (so evaluations of a sweep's checkpoints are grouped like the sweep)."""
+    def read(d: Path) -> list[str]:
+        for f in (d / ".hydra" / "overrides.yaml", d / "overrides.yaml"):  # copied results keep it beside
+            if f.is_file():
+                return list(yaml.safe_load(f.read_text()) or [])
+        return []
+
+    own = read(run)
+    evaluation = run / "evaluation.json"
+    if evaluation.is_file():
+        ckpt = json.loads(evaluation.read_text()).get("ckpt_path")
+        if ckpt:
+            own = read(Path(ckpt).parent.parent) + own  # <run dir>/checkpoints/<file>
+    return own
+
+
 def run_overrides(run: Path) -> list[str]:
     """The run's Hydra overrides without seed and paths (what distinguishes it from its neighbours)."""
-    ov_file = run / ".hydra" / "overrides.yaml"
-    if not ov_file.is_file():  # results copied out of a run dir keep it beside the metrics
-        ov_file = run / "overrides.yaml"
-    overrides = yaml.safe_load(ov_file.read_text()) if ov_file.is_file() else []
-    return [o for o in overrides if not o.startswith(_IGNORED_PREFIXES)]
+    return [o for o in _all_overrides(run) if not o.startswith(_IGNORED_PREFIXES)]
 
 
 def run_seed(run: Path) -> str:
-    for name in (run / ".hydra" / "overrides.yaml", run / "overrides.yaml"):
-        if name.is_file():
-            for o in yaml.safe_load(name.read_text()) or []:
-                if o.startswith("seed="):
-                    return o.split("=", 1)[1]
-    return ""
+    return next((o.split("=", 1)[1] for o in _all_overrides(run) if o.startswith("seed=")), "")
 
 
 def load_metrics(run: Path) -> dict[str, dict[str, float]]:
@@ -89,7 +98,7 @@ def labels(runs: list[Path]) -> tuple[list[str], list[str]]:
     common = [o for o in overrides[0] if all(o in ov for ov in overrides[1:])] if len(runs) > 1 else []
     out = []
     for run, ov in zip(runs, overrides):
-        out.append((" ".join(o for o in ov if o not in common) or "(common overrides)") if ov else run.name)
+        out.append((" ".join(o for o in ov if o not in common) or "(the common overrides only)") if ov else run.name)
     return out, common
 
 
@@ -165,7 +174,7 @@ def plot_roc(runs: list[Path], benchmark: str | None, out: Path) -> int:
     """One PNG with the ROC curve (cosine scores) of every run that saved one; returns how many were drawn."""
     from facelearn.plots import roc_figure
     names, _ = labels(runs)
-    curves = {}
+    curves, groups = {}, {}
     for run, label in zip(runs, names):
         file = run / ROC_FILE
         if not file.is_file():
@@ -174,10 +183,11 @@ def plot_roc(runs: list[Path], benchmark: str | None, out: Path) -> int:
         name = benchmark or next(iter(roc), None)
         if name in roc and "cosine" in roc[name]:
             seed = run_seed(run)
-            curves[f"{label} (seed {seed})" if seed else label] = roc[name]["cosine"]
+            key = f"{label} (seed {seed})" if seed else label
+            curves[key], groups[key] = roc[name]["cosine"], label
     if not curves:
         return 0
-    fig = roc_figure(curves, f"ROC {benchmark or ''}".strip())
+    fig = roc_figure(curves, f"ROC {benchmark or ''}".strip(), groups)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return len(curves)
