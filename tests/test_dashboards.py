@@ -119,3 +119,22 @@ def test_report_errors_are_one_line(tmp_path, capsys):
         report.main([str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="no benchmark 'cfp_fp'"):
         report.main([str(tmp_path), "--benchmark", "cfp_fp"])
+
+
+def test_report_paired_difference_by_seed(tmp_path, capsys):
+    """Δ = row − reference per shared seed (by hand: +5 and +9 points -> 7.00 ± 2.83); a seed the reference lacks
+    is not paired."""
+    _job(tmp_path, "0", ["sampler=random", "seed=1"], {"accuracy": 0.80})
+    _job(tmp_path, "1", ["sampler=random", "seed=2"], {"accuracy": 0.90})
+    _job(tmp_path, "2", ["sampler=dm", "seed=1"], {"accuracy": 0.85})
+    _job(tmp_path, "3", ["sampler=dm", "seed=2"], {"accuracy": 0.99})
+    _job(tmp_path, "4", ["sampler=dm", "seed=3"], {"accuracy": 0.10})
+    report.main([str(tmp_path), "--metrics", "accuracy", "--reference", "sampler=random",
+                 "--csv", str(tmp_path / "p.csv")])
+    out = capsys.readouterr().out
+    assert "7.00 ± 2.83 (2)" in out and "reference" in out
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "p.csv").read_text().splitlines())}
+    assert float(rows["sampler=dm"]["accuracy_paired_diff_mean_pct"]) == pytest.approx(7.0)
+    assert rows["sampler=dm"]["accuracy_paired_n"] == "2"
+    with pytest.raises(SystemExit, match="--reference 'sampler=none' is not a row"):
+        report.main([str(tmp_path), "--metrics", "accuracy", "--reference", "sampler=none"])

@@ -103,7 +103,8 @@ def labels(runs: list[Path]) -> tuple[list[str], list[str]]:
 
 
 def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dict[str, float]]], list[str]]:
-    """Rows keyed by the overrides that differ between runs; also returns the overrides shared by all."""
+    """Rows keyed by the overrides that differ between runs (each item carries its seed under ``"_seed"``); also
+    returns the overrides shared by all."""
     names, common = labels(runs)
     rows: dict[str, list[dict[str, float]]] = defaultdict(list)
     for run, label in zip(runs, names):
@@ -111,12 +112,25 @@ def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dic
         name = benchmark or next(iter(data))
         if name not in data:
             raise ReportError(f"{run}: no benchmark {name!r} (it has {sorted(data)}); choose with --benchmark")
-        rows[label].append(data[name])
+        rows[label].append({**data[name], "_seed": run_seed(run)})
     return rows, common
 
 
+def paired(rows: dict[str, list[dict[str, float]]], reference: str, metric: str) -> dict[str, list[float]]:
+    """Per row: the differences row − reference of ``metric`` over the seeds both have (same seed = same data
+    and initialisation, so the difference removes the seed-to-seed spread the two arms share)."""
+    if reference not in rows:
+        raise ReportError(f"--reference {reference!r} is not a row; rows: {' | '.join(rows)}")
+    ref = {i["_seed"]: i.get(metric, math.nan) for i in rows[reference] if i["_seed"]}
+    out = {}
+    for label, items in rows.items():
+        if label != reference:
+            out[label] = [i.get(metric, math.nan) - ref[i["_seed"]] for i in items if i["_seed"] in ref]
+    return out
+
+
 def check_metrics(rows: dict[str, list[dict[str, float]]], metrics: list[str]) -> None:
-    available = sorted({k for items in rows.values() for i in items for k in i})
+    available = sorted({k for items in rows.values() for i in items for k in i if not k.startswith("_")})
     unknown = [m for m in metrics if m not in available]
     if unknown:
         raise ReportError(f"--metrics {unknown} not in the runs' results; available: {' '.join(available)}")
@@ -145,27 +159,46 @@ def summarize(values: list[float], percent: bool = True) -> str:
     return f"{f * mean:.{digits}f}" if n == 1 else f"{f * mean:.{digits}f} ± {f * std:.{digits}f}"
 
 
-def table(rows: dict[str, list[dict[str, float]]], metrics: tuple[str, ...]) -> list[list[str]]:
-    out = [["run", "n"] + [f"{m} (%)" if is_percent(m) else m for m in metrics]]
+def table(rows: dict[str, list[dict[str, float]]], metrics: tuple[str, ...],
+          reference: str | None = None) -> list[list[str]]:
+    out = [["run", "n"] + [f"{m} (%)" if is_percent(m) else m for m in metrics]
+           + ([f"Δ {m} vs reference, paired (n)" for m in metrics] if reference else [])]
+    diffs = {m: paired(rows, reference, m) for m in metrics} if reference else {}
     for label, items in rows.items():
-        out.append([label, str(len(items))] + [summarize([i.get(m, math.nan) for i in items], is_percent(m))
-                                               for m in metrics])
+        row = [label, str(len(items))] + [summarize([i.get(m, math.nan) for i in items], is_percent(m))
+                                          for m in metrics]
+        for m in metrics if reference else ():
+            d = diffs[m].get(label)
+            row.append("reference" if label == reference else
+                       f"{summarize(d, is_percent(m))} ({len(d)})" if d else "no shared seed")
+        out.append(row)
     return out
 
 
-def numeric_rows(rows: dict[str, list[dict[str, float]]], metrics: tuple[str, ...]) -> list[list[object]]:
-    """CSV: one row per label, ``<metric>_mean`` / ``<metric>_std`` as numbers (% for rates), seeds counted."""
+def numeric_rows(rows: dict[str, list[dict[str, float]]], metrics: tuple[str, ...],
+                 reference: str | None = None) -> list[list[object]]:
+    """CSV: one row per label, ``<metric>_mean`` / ``<metric>_std`` as numbers (% for rates), seeds counted; with a
+    reference also ``<metric>_paired_diff_mean`` / ``_std`` / ``_n``."""
+    def num(v: float, f: float) -> object:
+        return "" if math.isnan(v) else round(f * v, 6)
+
     header: list[object] = ["run", "n"]
     for m in metrics:
         unit = "_pct" if is_percent(m) else ""
         header += [f"{m}_mean{unit}", f"{m}_std{unit}"]
+        if reference:
+            header += [f"{m}_paired_diff_mean{unit}", f"{m}_paired_diff_std{unit}", f"{m}_paired_n"]
+    diffs = {m: paired(rows, reference, m) for m in metrics} if reference else {}
     out = [header]
     for label, items in rows.items():
         row: list[object] = [label, len(items)]
         for m in metrics:
-            mean, std, _ = mean_std([i.get(m, math.nan) for i in items])
             f = 100.0 if is_percent(m) else 1.0
-            row += ["" if math.isnan(mean) else round(f * mean, 6), "" if math.isnan(std) else round(f * std, 6)]
+            mean, std, _ = mean_std([i.get(m, math.nan) for i in items])
+            row += [num(mean, f), num(std, f)]
+            if reference:
+                dm, ds, dn = mean_std(diffs[m].get(label, []))
+                row += [num(dm, f), num(ds, f), dn]
         out.append(row)
     return out
 
@@ -201,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--csv", default=None, help="write the numbers (mean and std columns) to this CSV file")
     ap.add_argument("--markdown", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--roc", default=None, help="write the runs' ROC curves to this PNG")
+    ap.add_argument("--reference", default=None,
+                    help="a row label (as printed): adds each row's difference to it, paired by seed")
     args = ap.parse_args(argv)
     try:
         runs = find_runs(args.dirs)
@@ -208,9 +243,9 @@ def main(argv: list[str] | None = None) -> None:
             raise ReportError(f"no {' or '.join(_RESULT_FILES)} under {' '.join(args.dirs)}")
         rows, common = collect(runs, args.benchmark)
         check_metrics(rows, args.metrics)
+        text = markdown(table(rows, tuple(args.metrics), args.reference))
     except ReportError as e:
         sys.exit(f"facelearn-report: {e}")
-    text = markdown(table(rows, tuple(args.metrics)))
     print(text)
     if common:
         print(f"\ncommon to all runs: {' '.join(common)}")
@@ -221,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {job}: {' '.join(run_overrides(job))}", file=sys.stderr)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
-            csv.writer(fh).writerows(numeric_rows(rows, tuple(args.metrics)))
+            csv.writer(fh).writerows(numeric_rows(rows, tuple(args.metrics), args.reference))
     if args.markdown:
         Path(args.markdown).write_text(text + (f"\n\ncommon to all runs: {' '.join(common)}\n" if common else "\n"))
     if args.roc:
