@@ -146,7 +146,7 @@ def test_ddp_two_ranks_hold_identical_queues(tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parent / "scripts" / "ddp_sst_queue.py"
+    script = Path(__file__).parents[1] / "scripts" / "ddp_sst_queue.py"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
                           timeout=240, env=env)

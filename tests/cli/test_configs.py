@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-CONF = Path(__file__).resolve().parents[1] / "src" / "facelearn" / "conf"
+CONF = Path(__file__).resolve().parents[2] / "src" / "facelearn" / "conf"
 GROUPS = ["data", "backbone", "head", "method", "optimizer", "scheduler", "trainer", "logger", "callbacks",
           "benchmark"]
 
@@ -41,7 +41,7 @@ def _resolve(cfg, key):
 
 
 def test_top_level_conf_is_the_package_conf():
-    top = Path(__file__).resolve().parents[1] / "conf"
+    top = Path(__file__).resolve().parents[2] / "conf"
     assert top.resolve() == CONF.resolve()
 
 

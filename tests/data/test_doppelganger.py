@@ -139,7 +139,7 @@ def test_ddp_two_ranks_hold_the_same_list(tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parent / "scripts" / "ddp_doppelganger.py"
+    script = Path(__file__).parents[1] / "scripts" / "ddp_doppelganger.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
                           timeout=240, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert proc.returncode == 0, proc.stderr[-4000:]
