@@ -31,6 +31,16 @@ warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprec
 warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
 
 
+class _DropAdvert(logging.Filter):
+    """Lightning 2.6 prints a product tip (install litlogger) at every Trainer start: not actionable here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     resumed = validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
