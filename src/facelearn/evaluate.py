@@ -21,12 +21,14 @@ from facelearn.build import build_module
 from facelearn.callbacks.benchmark import ROC_FILE
 from facelearn.eval.embedding import evaluate_set
 from facelearn.eval.scorers import CosineScorer, ScorerContext
+from facelearn.loggers import quiet_lightning_advert
 from facelearn.protocols import load_protocols
 from facelearn.tables import format_identification_table, format_table, json_safe, write_json
 from facelearn.validate import check_checkpoint_file
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+quiet_lightning_advert()
 
 
 def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, DictConfig]:

@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 _MODES = ("online", "offline", "disabled")
 
 
+class _DropAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning_advert() -> None:
+    """Lightning 2.6 prints a product tip (install litlogger) at every Trainer start: not actionable here."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+
+
 def sweep_identity() -> tuple[str, str] | None:
     """``(group, name)`` of this job when it runs inside a Hydra multirun, else None: the group is the sweep
     (``<task>/<sweep dir>``), the name the job's values of the keys the sweep varies (e.g. ``head=arcface``)."""

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from facelearn.build import build_list, build_module
 from facelearn.callbacks import BenchmarkCallback
 from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
-from facelearn.loggers import finish_loggers, flat_config
+from facelearn.loggers import finish_loggers, flat_config, quiet_lightning_advert
 from facelearn.validate import validate_train_config
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
 warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
 
-
-class _DropAdvert(logging.Filter):
-    """Lightning 2.6 prints a product tip (install litlogger) at every Trainer start: not actionable here."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+quiet_lightning_advert()
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
