@@ -7,8 +7,12 @@ size, so 112x112 (the insightface default) and 64x64 (the CPU recipe) both work.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def _check_size(image_size: int, stride: int) -> int:
@@ -39,11 +43,21 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(nn.Module):
-    """IResNet (insightface arcface_torch layout): 4 stages of IBasicBlocks, BN-Dropout-FC-BN embedding."""
+    """IResNet (insightface arcface_torch layout): 4 stages of IBasicBlocks, BN-Dropout-FC-BN embedding.
+
+    Args:
+        gradient_checkpointing: recompute each block's activations in the backward pass instead of storing them
+            (same outputs and gradients; activation memory ~ one block instead of all, for ~30 % more compute).
+        weights: an arcface_torch ``backbone.pth`` (insightface key names) to start from; see
+            ``load_arcface_torch``.
+    """
 
     def __init__(self, layers: list[int], embedding_size: int = 512, image_size: int = 112,
-                 widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.0) -> None:
+                 widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.0,
+                 gradient_checkpointing: bool = False, weights: str | None = None) -> None:
         super().__init__()
+        self.layers = list(layers)
+        self.gradient_checkpointing = gradient_checkpointing
         side = _check_size(image_size, 16)
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0], eps=1e-5),
                                   nn.PReLU(widths[0]))
@@ -66,10 +80,87 @@ class IResNet(nn.Module):
         # Zero-init the last BN of each residual branch so each block starts as identity: stabler from scratch.
         for m in self.body:
             nn.init.zeros_(m.bn3.weight)
+        if weights:
+            load_arcface_torch(self, weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn2(self.body(self.stem(x)))
+        x = self.stem(x)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            for block in self.body:
+                # non-reentrant (inputs need not require grad); the recomputation must not update the BN running
+                # statistics a second time, so the result equals the plain forward's exactly
+                x = checkpoint(block, x, use_reentrant=False,
+                               context_fn=lambda b=block: (contextlib.nullcontext(), _bn_stats_frozen(b)))
+        else:
+            x = self.body(x)
+        x = self.bn2(x)
         return self.features(self.fc(self.dropout(torch.flatten(x, 1))))
+
+
+@contextlib.contextmanager
+def _bn_stats_frozen(module: nn.Module):
+    """BatchNorm layers of ``module`` normalise with the batch but leave running statistics and counters as they
+    are (momentum 0), for a checkpoint's recomputation of a forward that already updated them."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+def arcface_torch_keys(layers: list[int]) -> dict[str, str]:
+    """insightface key prefix -> ours: ``conv1/bn1/prelu`` are the stem, ``layer<s>.<b>`` body block
+    ``sum(layers[:s-1]) + b``; ``bn2``, ``fc``, ``features`` and the block internals keep their names."""
+    mapping = {"conv1.": "stem.0.", "bn1.": "stem.1.", "prelu.": "stem.2."}
+    start = 0
+    for stage, n in enumerate(layers, 1):
+        for b in range(n):
+            mapping[f"layer{stage}.{b}."] = f"body.{start + b}."
+        start += n
+    return mapping
+
+
+def load_arcface_torch(model: IResNet, path: str) -> None:
+    """Load an arcface_torch IResNet checkpoint (``torch.save(backbone.state_dict())``, optionally with a DDP
+    ``module.`` prefix or inside ``{"state_dict": ...}``) into ``model``, strictly: every key mapped and matched in
+    shape, or a ValueError naming the file and the differences. Read with ``weights_only=True`` (tensors only; a
+    file that needs arbitrary unpickling is refused)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"backbone.weights: {path} does not exist (an arcface_torch backbone.pth)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure: say what was expected
+        raise ValueError(f"backbone.weights: {path} is not a tensors-only state dict ({e})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"backbone.weights: {path} holds a {type(state).__name__}, expected a state dict")
+    mapping = sorted(arcface_torch_keys(model.layers).items(), key=lambda kv: -len(kv[0]))
+    ours = model.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    unknown = []
+    for original, value in state.items():
+        key = original.removeprefix("module.")  # saved from a DDP-wrapped model
+        new = next((our + key[len(theirs):] for theirs, our in mapping if key.startswith(theirs)), key)
+        if new in ours:
+            mapped[new] = value
+        else:
+            unknown.append(original)
+    missing = sorted(k for k in ours if k not in mapped and not k.endswith("num_batches_tracked"))
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(ours[k].shape)}" for k, v in mapped.items()
+              if tuple(v.shape) != tuple(ours[k].shape)]
+    if unknown or missing or shapes:
+        hint = ("; fc's input follows the image size: an arcface_torch model is 112 px (data.image_size=112)"
+                if any(s.startswith("fc.weight") for s in shapes) else "")
+        raise ValueError(f"backbone.weights: {path} does not fit this IResNet {model.layers}: "
+                         f"{len(unknown)} unknown keys {unknown[:4]}, {len(missing)} missing {missing[:4]}, "
+                         f"shape mismatches {shapes[:3]}{hint}")
+    model.load_state_dict({**{k: v for k, v in ours.items() if k.endswith("num_batches_tracked")}, **mapped})
 
 
 def iresnet18(**kw) -> IResNet:
