@@ -68,6 +68,11 @@ def _is_sweep(value: str) -> bool:
 
 def wandb_logger(project: str = "facelearn", save_dir: str = ".", name: str | None = None, group: str | None = None,
                  tags: list[str] | None = None, mode: str | None = None) -> WandbLogger:
+    try:
+        import wandb  # noqa: F401
+    except ImportError as e:
+        raise ImportError("logger=wandb needs the wandb package: pip install 'facelearn[wandb]' (or logger=csv, "
+                          "logger=tensorboard)") from e
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     if mode == "dryrun":  # W&B's old name for offline; wandb itself sets it in the environment of this process
         mode = "offline"

@@ -46,3 +46,21 @@ def test_csv_continue_drops_a_line_cut_by_a_kill(tmp_path):
     with open(tmp_path / "csv" / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["0", "1", "3"]
+
+
+def test_missing_optional_packages_name_the_extra(monkeypatch, tmp_path):
+    """wandb and faiss are extras: without them, logger=wandb says what to install and IDA falls back or says so."""
+    import sys
+
+    import torch
+
+    from facelearn.eval import ida
+    from facelearn.loggers import wandb_logger
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ImportError, match=r"pip install 'facelearn\[wandb\]'"):
+        wandb_logger(save_dir=str(tmp_path))
+    monkeypatch.setattr(ida, "faiss", None)
+    assert ida.AnchorIndex(torch.randn(5, 4)).backend == "torch"  # exact search still works
+    with pytest.raises(ValueError, match=r"needs faiss \(pip install 'facelearn\[faiss\]' or faiss-gpu\)"):
+        ida.AnchorIndex(torch.randn(5, 4), kind="ivf")

@@ -66,10 +66,12 @@ class AnchorIndex:
         if kind not in ("flat", "ivf", "hnsw"):
             raise ValueError(f"ida index kind must be flat | ivf | hnsw, got {kind!r}")
         if backend == "faiss" and faiss is None:
-            log.warning("faiss is not installed: anchor search falls back to torch")
+            log.warning("faiss is not installed: anchor search falls back to an exact torch search "
+                        "(pip install 'facelearn[faiss]', or faiss-gpu, for FAISS)")
             backend = "torch"
         if backend == "torch" and kind != "flat":
-            raise ValueError(f"approximate index {kind!r} needs faiss; the torch backend is exact only")
+            raise ValueError(f"approximate index {kind!r} needs faiss (pip install 'facelearn[faiss]' or faiss-gpu); "
+                             "the torch backend is exact only")
         self.anchors = torch.nn.functional.normalize(anchors.float(), dim=1).contiguous()
         self.backend, self.kind, self.chunk = backend, kind, chunk
         if backend == "faiss":
