@@ -10,6 +10,7 @@ Augmentation and normalisation happen later, on batches (possibly on the GPU): s
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ def decode_image(path: str | os.PathLike, crop: FaceCrop, box: tuple[float, floa
     ``box`` (left, top, right, bottom in pixels of the file) replaces the centre crop, e.g. a landmark-based crop;
     parts outside the image are black."""
     try:
-        with Image.open(path) as im:
+        with Image.open(_image_file(path)) as im:
             im.load()  # forces full decode so a truncated file fails here, not later
             img = im.convert("RGB")
     except FileNotFoundError:
@@ -53,6 +54,21 @@ def decode_image(path: str | os.PathLike, crop: FaceCrop, box: tuple[float, floa
         img = img.crop(tuple(int(round(v)) for v in box))
         crop = FaceCrop(crop.image_size)
     return crop_resize(img, crop)
+
+
+_REC = "rec://"  # facelearn.data.recordio.REC_SCHEME: a sample inside a RecordIO file
+
+
+def _image_file(path: str | os.PathLike):
+    """A path, or the bytes of ``rec://<file.rec>#<key>`` (a RecordIO sample) as a file object."""
+    if str(path).startswith(_REC):
+        from facelearn.data.recordio import read_virtual  # lazy: recordio builds on records, which uses this module
+        return io.BytesIO(read_virtual(str(path)))
+    return path
+
+
+def _file_of(path: str) -> str:
+    return path[len(_REC):].rsplit("#", 1)[0] if path.startswith(_REC) else path
 
 
 def crop_resize(img: Image.Image, crop: FaceCrop) -> np.ndarray:
@@ -71,9 +87,11 @@ def _cache_key(paths: list[str], crop: FaceCrop, boxes: np.ndarray | None = None
     h.update(f"v1|{crop.image_size}|{crop.center_crop}|{len(paths)}".encode())
     if boxes is not None:
         h.update(b"|boxes|" + np.ascontiguousarray(boxes, dtype=np.float64).tobytes())
+    stats: dict[str, os.stat_result] = {}
     for p in paths:
-        st = os.stat(p)
-        h.update(f"|{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        f = _file_of(p)
+        st = stats.get(f) or stats.setdefault(f, os.stat(f))
+        h.update(f"|{os.path.abspath(f) + p[len(f):] if f == p else p}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
@@ -83,9 +101,9 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
     ``boxes`` (N, 4): a crop box per image instead of ``crop.center_crop`` (see ``decode_image``)."""
     if boxes is not None and np.shape(boxes) != (len(paths), 4):
         raise ValueError(f"boxes must be ({len(paths)}, 4), got {np.shape(boxes)}")
-    for p in paths:
-        if not os.path.isfile(p):
-            raise FileNotFoundError(f"image file not found: {p}")
+    for f in dict.fromkeys(_file_of(p) for p in paths):
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"image file not found: {f}")
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes)}.npy"
