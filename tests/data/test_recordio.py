@@ -88,3 +88,19 @@ def test_pack_cli_then_train_from_rec(tmp_path):
     run_dir = next((tmp_path / "logs" / "train" / "runs").iterdir())
     assert "RecordIOSource" in (run_dir / "config.yaml").read_text()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_reader_is_safe_from_threads(tmp_path):
+    """decode_images reads with a thread pool: concurrent reads of one reader must not interleave seek and read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    blobs = [rng.integers(0, 255, int(rng.integers(10, 3000)), dtype=np.uint8).tobytes() for _ in range(300)]
+    with RecordIOWriter(tmp_path / "t.rec") as w:
+        for k, b in enumerate(blobs):
+            w.write(k, pack_payload(float(k), b, k))
+    r = RecordIOReader(tmp_path / "t.rec")
+    keys = list(range(300)) * 4
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(r.image, keys))
+    assert all(g == blobs[k] for g, k in zip(got, keys))

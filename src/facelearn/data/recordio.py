@@ -76,8 +76,8 @@ class RecordIOWriter:
 
 
 class RecordIOReader:
-    """Random access to a ``.rec`` through its ``.idx``; safe to use from DataLoader workers (one file handle per
-    process, opened lazily)."""
+    """Random access to a ``.rec`` through its ``.idx``; safe from threads (positional reads) and from DataLoader
+    workers (one descriptor per process, opened lazily)."""
 
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> None:
         self.rec_path = str(rec_path)
@@ -97,34 +97,34 @@ class RecordIOReader:
         self._fh = None
         self._pid = -1
 
-    def _file(self):
-        if self._fh is None or self._pid != os.getpid():  # a forked worker opens its own handle
-            self._fh = open(self.rec_path, "rb")
+    def _fd(self) -> int:
+        # Positional reads (os.pread) on one descriptor: safe from the decoding threads of one process; a forked
+        # DataLoader worker opens its own.
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = os.open(self.rec_path, os.O_RDONLY)
             self._pid = os.getpid()
         return self._fh
 
     def read(self, key: int) -> bytes:
         if key not in self.offsets:
             raise KeyError(f"{self.rec_path}: no record with key {key}")
-        fh = self._file()
-        fh.seek(self.offsets[key])
-        magic, lrec = struct.unpack("<II", fh.read(8))
+        fd, offset = self._fd(), self.offsets[key]
+        magic, lrec = struct.unpack("<II", os.pread(fd, 8, offset))
         if magic != MAGIC:
-            raise ValueError(f"{self.rec_path}: record {key} at byte {self.offsets[key]} has no RecordIO magic "
+            raise ValueError(f"{self.rec_path}: record {key} at byte {offset} has no RecordIO magic "
                              "(.idx does not match the .rec)")
         cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
         if cflag != 0:
             raise ValueError(f"{self.rec_path}: record {key} is split across records (cflag {cflag}), which face "
                              "datasets do not use; not supported")
-        return fh.read(length)
+        return os.pread(fd, length, offset + 8)
 
     def labels(self, key: int) -> np.ndarray:
         """The labels of a record from its header only (no image bytes read)."""
-        fh = self._file()
-        fh.seek(self.offsets[key] + 8)
-        flag, label, _, _ = _HEADER.unpack(fh.read(_HEADER.size))
+        fd, offset = self._fd(), self.offsets[key] + 8
+        flag, label, _, _ = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
         if flag > 0:
-            return np.frombuffer(fh.read(4 * flag), dtype=np.float32).copy()
+            return np.frombuffer(os.pread(fd, 4 * flag, offset + _HEADER.size), dtype=np.float32).copy()
         return np.array([label], dtype=np.float32)
 
     def image_keys_and_classes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +141,9 @@ class RecordIOReader:
         return unpack_payload(self.read(key))[1]
 
     def close(self) -> None:
-        if getattr(self, "_fh", None) is not None:  # also after a constructor that raised
-            self._fh.close()
-            self._fh = None
+        if getattr(self, "_fh", None) is not None and self._pid == os.getpid():  # also after a failed __init__
+            os.close(self._fh)
+        self._fh = None
 
     def __del__(self) -> None:
         self.close()
