@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facelearn.data.images import FaceCrop
+from facelearn.data.images import FaceCrop, decode_image
 from facelearn.data.splits import check_disjoint, exclude_identities
 from facelearn.data.transforms import BatchAugment
 from facelearn.protocols.base import BenchmarkSet, Protocol, load_protocols
@@ -43,6 +43,39 @@ class FaceImageDataset(Dataset):
         return len(self.class_names)
 
 
+class DecodedOnDemand:
+    """Images decoded when indexed (``images[idx]`` -> uint8 tensor (len(idx), 3, S, S)), from files or RecordIO
+    samples: what a streaming dataset holds instead of a decoded array. Memory: the paths only."""
+
+    def __init__(self, paths: list[str], crop: FaceCrop) -> None:
+        self.paths, self.crop = list(paths), crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
+        return torch.from_numpy(np.stack([decode_image(self.paths[i], self.crop) for i in idx]))
+
+
+class StreamingFaceDataset(FaceImageDataset):
+    """``FaceImageDataset`` whose images are decoded in the DataLoader's workers as batches are drawn
+    (``data.stream=true``): memory stays bounded by the paths and the batches in flight, whatever the dataset size;
+    the decoded pixels are the same as the cached path's, so a run gives the same numbers."""
+
+    def __init__(self, paths: list[str], crop: FaceCrop, labels: np.ndarray, class_names: list[str]) -> None:
+        self.images = DecodedOnDemand(paths, crop)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.class_names = class_names
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i][0], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx.numpy()], self.labels.index_select(0, idx)
+
+
 def batch_passthrough(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """collate_fn for datasets whose ``__getitems__`` already returns a batch."""
     return batch
@@ -67,15 +100,18 @@ class FaceDataModule(pl.LightningDataModule):
         exclude_benchmark_identities: drop training identities that appear in a benchmark; either way a hard check
             then proves train and benchmark identities are disjoint.
         sampler: optional ``partial`` building a batch sampler from ``(labels, batch_size, seed)``; default shuffles.
+        stream: decode training images in the DataLoader workers as batches are drawn (``data.num_workers``),
+            instead of once into an in-memory array (the decoded cache): for sets larger than memory.
     """
 
     def __init__(self, train: Any, split: Any, benchmarks: dict[str, Any] | None = None, image_size: int = 112,
                  batch_size: int = 128, num_workers: int = 0, cache_dir: str | None = None,
                  exclude_benchmark_identities: bool = True, augment: BatchAugment | None = None,
-                 sampler: Any = None, seed: int = 0) -> None:
+                 sampler: Any = None, seed: int = 0, stream: bool = False) -> None:
         super().__init__()
         self.train_source, self.split = train, split
         self.benchmark_specs: dict[str, Protocol] = dict(benchmarks or {})
+        self.stream = stream
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.cache_dir = cache_dir
         self.exclude = exclude_benchmark_identities
@@ -131,9 +167,14 @@ class FaceDataModule(pl.LightningDataModule):
         for name, ids in bench_ids.items():
             check_disjoint(records.identity_set, ids, name)
         crop = FaceCrop(self.image_size, records.meta.get("center_crop"))
-        images = records.decode(crop, self.cache_dir)
         class_names, labels = np.unique(records.identities.astype(str), return_inverse=True)
-        self.train_dataset = FaceImageDataset(images, labels, class_names.tolist())
+        if self.stream and records.paths is not None:
+            self.train_dataset = StreamingFaceDataset(records.paths, crop, labels, class_names.tolist())
+        else:
+            if self.stream:
+                log.warning("data.stream: %s renders its images in memory; nothing to stream", records.source)
+            images = records.decode(crop, self.cache_dir)
+            self.train_dataset = FaceImageDataset(images, labels, class_names.tolist())
         self.split_stats = dict(getattr(self.split, "stats", {}))
         log.info("training data: %d images of %d identities at %dpx", len(labels), len(class_names), self.image_size)
 
