@@ -88,10 +88,33 @@ def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictC
                          "identities/images were trained on. Evaluate with the run's own split settings.")
 
 
-def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
+    """The model to embed with (a checkpoint's module, or an ONNX model through onnxruntime) and the training
+    run's config when known (from the checkpoint; an ONNX model alone carries none)."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    module, run_cfg = load_checkpoint_module(cfg.ckpt_path, device)
-    if cfg.get("benchmark") is not None and "data" not in cfg:
+    onnx_path = cfg.get("onnx_path")
+    if not onnx_path and not cfg.get("ckpt_path"):
+        raise ValueError("give ckpt_path=<checkpoint> or onnx_path=<model.onnx> (or both: the ONNX model is "
+                         "evaluated, the checkpoint supplies the run's config for benchmarks and IDA anchors)")
+    run_cfg = None
+    if cfg.get("ckpt_path"):
+        module, run_cfg = load_checkpoint_module(cfg.ckpt_path, device)
+    if onnx_path:
+        from facelearn.onnx_model import OnnxEmbedder
+        module = OnnxEmbedder(onnx_path)
+    return module, run_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    module, run_cfg = load_model(cfg)
+    if run_cfg is None:  # an ONNX model alone: the benchmarks and the image size come from this command
+        if cfg.get("benchmark") is None:
+            raise ValueError("onnx_path without ckpt_path: choose the benchmark, e.g. benchmark=lfw_view1")
+        size = cfg.image_size or module.image_size
+        if not size:
+            raise ValueError(f"{cfg.onnx_path}: its input size is dynamic; give image_size=")
+        run_cfg = OmegaConf.create({"data": {"image_size": int(size)}, "benchmark": None})
+    if cfg.get("benchmark") is not None and "data" not in cfg and "train" in run_cfg.data:
         # a benchmark chosen here may refer to the run's data (the one-shot split is made of ``${data.train}``)
         with open_dict(cfg):
             cfg.data = run_cfg.data
@@ -111,6 +134,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     bench_sets = load_protocols(specs, image_size, cache_dir, log)
     train_dataset = None
     if any(getattr(s, "needs_training_data", False) for s in scorers.values()):
+        if "train" not in run_cfg.data:
+            raise ValueError("this IDA scorer needs the run's training data (real-db anchors, IDA-L's regressor): "
+                             "give ckpt_path= beside onnx_path=")
         datamodule = instantiate(run_cfg.data, cache_dir=cache_dir)
         datamodule.setup_train()
         train_dataset = datamodule.train_dataset
@@ -123,11 +149,11 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     results = {name: evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size,
                                   curves=curves[name])
                for name, bench_set in bench_sets.items()}
-    print(f"\nEvaluation of {cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
+    print(f"\nEvaluation of {cfg.get('onnx_path') or cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
           f"{format_identification_table(results)}\n", flush=True)
     out = os.path.join(cfg.paths.output_dir, cfg.output_file)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    write_json(out, {"ckpt_path": cfg.ckpt_path, "metrics": json_safe(results)})
+    write_json(out, {"ckpt_path": cfg.ckpt_path, "onnx_path": cfg.get("onnx_path"), "metrics": json_safe(results)})
     if any(curves.values()):  # ROC points for facelearn.report's plots
         write_json(os.path.join(os.path.dirname(out), ROC_FILE), {"ckpt_path": cfg.ckpt_path, "roc": curves})
     log.info("metrics written to %s", out)

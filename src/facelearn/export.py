@@ -1,0 +1,48 @@
+"""Export a checkpoint's embedding model to ONNX: ``python -m facelearn.export ckpt_path=PATH [output=FILE]``.
+
+The ONNX model takes float32 RGB pixels in [0, 255] (N, 3, S, S; S = the training image size) and returns
+L2-normalised embeddings (normalisation and, when the model uses it, flip test-time augmentation are inside the
+graph; the batch dimension is dynamic). After writing, onnxruntime's output is compared with PyTorch's on random
+images (``check``). Evaluate it like a checkpoint: ``python -m facelearn.evaluate onnx_path=FILE benchmark=...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from facelearn.evaluate import load_checkpoint_module
+from facelearn.onnx_model import OnnxEmbedder, export_onnx
+
+log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+
+
+def export(cfg: DictConfig) -> str:
+    module, run_cfg = load_checkpoint_module(cfg.ckpt_path, "cpu")
+    size = int(cfg.image_size or run_cfg.data.image_size)
+    out = cfg.output or os.path.splitext(cfg.ckpt_path)[0] + ".onnx"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    export_onnx(module, out, size)
+    if cfg.check:
+        images = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8)
+        diff = float((OnnxEmbedder(out).embed(images) - module.embed(images)).abs().max())
+        if diff > cfg.tolerance:
+            raise RuntimeError(f"{out}: onnxruntime differs from PyTorch by {diff:.2e} (> {cfg.tolerance})")
+        log.info("onnxruntime vs PyTorch on 5 random images: max |difference| %.2e", diff)
+    print(f"ONNX embedding model ({size}x{size} input, pixels 0-255) written to {out}", flush=True)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    export(cfg)
+
+
+if __name__ == "__main__":
+    main()
