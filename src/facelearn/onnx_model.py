@@ -38,14 +38,17 @@ def export_onnx(module, path: str, image_size: int) -> None:
     """Write ``module``'s embedding as ONNX (torch.export-based exporter, dynamic batch)."""
     graph = EmbeddingGraph(module.embedding_network(), module.flip_tta).eval()
     example = torch.rand(2, 3, image_size, image_size) * 255
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # the exporter logs every optional op library it does not find
+    # The exporter logs every optional op library it does not find and each graph-optimisation step: not actionable.
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in noisy]
+    for lg in noisy:
+        lg.setLevel(logging.ERROR)
     try:
         program = torch.onnx.export(graph, (example,), input_names=["images"], output_names=["embeddings"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True)
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
     finally:
-        onnx_log.setLevel(level)
+        for lg, level in zip(noisy, levels):
+            lg.setLevel(level)
     program.save(path)
 
 
