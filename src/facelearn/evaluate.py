@@ -18,12 +18,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from facelearn.build import build_module
-from facelearn.callbacks.benchmark import ROC_FILE
 from facelearn.eval.embedding import evaluate_set
 from facelearn.eval.scorers import CosineScorer, ScorerContext
 from facelearn.loggers import quiet_lightning_advert
 from facelearn.protocols import load_protocols
-from facelearn.tables import format_identification_table, format_table, json_safe, write_json
+from facelearn.tables import ROC_FILE, format_identification_table, format_table, json_safe, write_json
 from facelearn.validate import check_checkpoint_file
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,12 @@ class _DropAdvert(logging.Filter):
         return "litlogger" not in record.getMessage()
 
 
+_ADVERT_FILTER = _DropAdvert()
+
+
 def quiet_lightning_advert() -> None:
     """Lightning 2.6 prints a product tip (install litlogger) at every Trainer start: not actionable here."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_ADVERT_FILTER)  # once per instance
 
 
 def sweep_identity() -> tuple[str, str] | None:
@@ -36,6 +39,7 @@ def sweep_identity() -> tuple[str, str] | None:
     (``<task>/<sweep dir>``), the name the job's values of the keys the sweep varies (e.g. ``head=arcface``)."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.types import RunMode
         hc = HydraConfig.get()
     except (ImportError, ValueError):
@@ -45,25 +49,16 @@ def sweep_identity() -> tuple[str, str] | None:
     import yaml
     swept: set[str] = set(dict(hc.sweeper.get("params") or {}))
     multirun_file = os.path.join(hc.sweep.dir, "multirun.yaml")  # the launch command's overrides, with the lists
+    parser = OverridesParser.create()  # Hydra's own reading of overrides: sweeps, quoting, +/~ prefixes
     if os.path.isfile(multirun_file):
         with open(multirun_file, encoding="utf-8") as fh:
             launched = (yaml.safe_load(fh) or {}).get("hydra", {}).get("overrides", {}).get("task", [])
-        swept |= {o.split("=", 1)[0] for o in launched if "=" in o and _is_sweep(o.split("=", 1)[1])}
-    job = [o for o in hc.overrides.task if o.split("=", 1)[0] in swept]
+        swept |= {o.key_or_group for o in parser.parse_overrides(launched) if o.is_sweep_override()}
+    task = list(hc.overrides.task)
+    job = [text for text, o in zip(task, parser.parse_overrides(task)) if o.key_or_group in swept]
     experiment = hc.runtime.choices.get("experiment") or hc.job.name
     group = f"{experiment}/{os.path.basename(os.path.normpath(hc.sweep.dir))}"
     return group, " ".join(job) or f"job {hc.job.num}"
-
-
-def _is_sweep(value: str) -> bool:
-    """A multirun value: a comma list outside brackets, or a sweep function (range, choice, glob, ...)."""
-    depth = 0
-    for ch in value:
-        depth += ch in "[{("
-        depth -= ch in "]})"
-        if ch == "," and depth == 0:
-            return True
-    return value.startswith(("range(", "choice(", "glob(", "interval(", "tag("))
 
 
 def wandb_logger(project: str = "facelearn", save_dir: str = ".", name: str | None = None, group: str | None = None,

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from facelearn.tables import markdown
+from facelearn.tables import ROC_FILE, markdown
 
 DEFAULT_METRICS = ("accuracy", "auc", "tar@far=0.1", "tar@far=0.01")
 _IGNORED_PREFIXES = ("seed=", "paths.", "hydra.", "trainer.enable_progress_bar", "ckpt_path=")
 _RESULT_FILES = ("benchmark_metrics.json", "evaluation.json")
-ROC_FILE = "roc.json"
 
 
 class ReportError(Exception):

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 from facelearn.eval.verification import DEFAULT_FARS
 
+ROC_FILE = "roc.json"  # ROC points beside benchmark_metrics.json / evaluation.json (read by facelearn.report)
+
 
 def markdown(rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table with padded columns; ``rows[0]`` is the header."""

@@ -14,11 +14,9 @@ from facelearn.eval.embedding import evaluate_set, sync_buffers
 from facelearn.eval.scorers import CosineScorer
 from facelearn.eval.verification import DEFAULT_FARS
 from facelearn.loggers import log_benchmark_results
-from facelearn.tables import format_identification_table, format_table, json_safe, write_json
+from facelearn.tables import ROC_FILE, format_identification_table, format_table, json_safe, write_json
 
 log = logging.getLogger(__name__)
-
-ROC_FILE = "roc.json"
 
 
 class BenchmarkCallback(pl.Callback):

@@ -35,11 +35,11 @@ class _Meter:
         self.sums: dict[str, float] = {}
         self.steps = 0
 
-    def update(self, images: int, metrics: dict[str, float]) -> None:
+    def update(self, images: int, metrics: dict[str, Any]) -> None:
         self.images += images
         self.steps += 1
         self.marks = (self.marks + [(time.perf_counter(), self.images)])[-(self.window + 1):]
-        for k, v in metrics.items():
+        for k, v in metrics.items():  # summed where they live (a GPU tensor stays there: no sync per step)
             self.sums[k] = self.sums.get(k, 0.0) + v
 
     @property
@@ -48,16 +48,17 @@ class _Meter:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
     def means(self) -> dict[str, float]:
-        return {k: v / max(1, self.steps) for k, v in self.sums.items()}
+        return {k: float(v) / max(1, self.steps) for k, v in self.sums.items()}
 
 
-def _step_metrics(trainer: pl.Trainer, outputs: Any) -> dict[str, float]:
+def _step_metrics(trainer: pl.Trainer, outputs: Any) -> dict[str, Any]:
+    """The step's loss and head accuracy, left as (detached) tensors: read only when a line is printed."""
     out = {}
     if isinstance(outputs, dict) and outputs.get("loss") is not None:
-        out["loss"] = float(outputs["loss"])
+        out["loss"] = outputs["loss"].detach()
     acc = trainer.callback_metrics.get("train/acc_step")
     if acc is not None:
-        out["acc"] = float(acc)
+        out["acc"] = acc.detach()
     return out
 
 
@@ -135,7 +136,7 @@ class PlainProgress(ProgressBar):
         total = trainer.estimated_stepping_batches
         done = time.perf_counter() - self._fit_start
         eta = done / max(step, 1) * (total - step) if total and total != float("inf") else float("nan")
-        shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        shown = " ".join(f"{k} {float(v):.4g}" for k, v in metrics.items())
         log.info("step %d/%s epoch %d: %s, %.0f images/s, ETA %s", step, total, trainer.current_epoch + 1, shown,
                  self.meter.rate, _duration(eta))
 

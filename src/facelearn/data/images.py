@@ -91,7 +91,7 @@ def _cache_key(paths: list[str], crop: FaceCrop, boxes: np.ndarray | None = None
     for p in paths:
         f = _file_of(p)
         st = stats.get(f) or stats.setdefault(f, os.stat(f))
-        h.update(f"|{os.path.abspath(f) + p[len(f):] if f == p else p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(f"|{os.path.abspath(p) if f == p else p}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
