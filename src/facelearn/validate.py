@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -54,6 +55,14 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
         raise ValueError("data/sampler=doppelganger needs callbacks.doppelganger (the mining callback that fills the "
                          "doppelganger list); without it every batch would silently be random classes. Use a dm_* "
                          "experiment or add +callbacks.doppelganger={_target_: facelearn.callbacks.DoppelgangerCallback}")
+    classifier = cfg.get("classifier")
+    if classifier:
+        if cfg.get("head") is None:
+            raise ValueError("classifier=partial_fc needs a margin head (head=cosface, arcface, ...), got head=none")
+        method = (cfg.get("method") or {}).get("_target_")
+        if method and not getattr(get_class(method), "owns_prototypes", True):
+            raise ValueError(f"classifier=partial_fc shards a classifier's own prototypes; {method} scores against "
+                             "other references (SST: the gallery queue) and has none: drop classifier=")
     ckpt = cfg.get("ckpt_path")
     return check_checkpoint_file(str(ckpt)) if ckpt else None
 

@@ -14,9 +14,11 @@ class DoppelgangerCallback(pl.Callback):
     """Doppelganger mining from the head's scores of every training step (§3.2), shared with the sampler.
 
     Reads ``outputs["scores"]`` (the head's scores of the step, ``StepOutput``: no extra forward pass) and, where
-    the columns are not the classes (SST scores against the gallery queue), ``outputs["score_labels"]``;
-    under DDP the per-sample candidates of all ranks are gathered so every rank applies the same update and holds
-    the same list. The list is callback state, saved in checkpoints. Logs ``dm/assigned`` (classes with a
+    the columns are not the classes (SST scores against the gallery queue, Partial FC's sampled columns),
+    ``outputs["score_labels"]``, and ``outputs["score_rows"]`` where the rows are not the rank's own samples (Partial
+    FC: the gathered batch against the rank's shard); under DDP the per-sample candidates of all ranks are gathered
+    so every rank applies the same update and holds the same list (with Partial FC a sample has one candidate per
+    shard, and the best of them wins, as over one full classifier). The list is callback state, saved in checkpoints. Logs ``dm/assigned`` (classes with a
     doppelganger), ``dm/changes`` (entries changed by the step) and ``dm/short_classes`` (batch classes that had
     fewer images than their count and gave each image once, their slots going to other classes).
     """
@@ -41,7 +43,7 @@ class DoppelgangerCallback(pl.Callback):
         scores = outputs.get("scores") if isinstance(outputs, dict) else None
         if scores is None:
             raise ValueError("doppelganger mining needs the head's scores: use a method with a head (head=...)")
-        labels = outputs["labels"]
+        labels = outputs["labels"] if outputs.get("score_rows") is None else outputs["score_rows"]
         cand, val = DoppelgangerList.batch_candidates(scores, labels, outputs.get("score_labels"))
         if trainer.world_size > 1:
             labels, cand, val = (trainer.strategy.all_gather(t).reshape(-1) for t in (labels, cand, val))

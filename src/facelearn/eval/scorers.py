@@ -90,6 +90,9 @@ class AnchorSet:
             head = getattr(module, "head", None)
             if head is None or getattr(head, "weight", None) is None:
                 raise ValueError("ida anchors=fc-weights needs a model whose head owns prototypes (conventional)")
+            if getattr(head, "sharded", False):
+                raise ValueError("ida anchors=fc-weights: this rank holds only its Partial FC shard of the "
+                                 "prototypes; evaluate the checkpoint (it holds all of them) with facelearn.evaluate")
             w = head.weight.detach().float().cpu()
             keep = np.sort(np.random.default_rng(self.seed).permutation(len(w))[:self.max_anchors])
             self.labels = keep  # prototype c is class c

@@ -10,9 +10,11 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from facelearn.data.transforms import normalize
 from facelearn.nn.objective import JointObjective
+from facelearn.nn.partial_fc import PartialFC
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,8 @@ class StepOutput(TypedDict, total=False):
 
     ``scores``: the head's logits (N, R) of the batch's features against what they were scored against, and
     ``score_labels`` the identity of each of the R columns (None: column = class index, the head's own prototypes)
-    — doppelganger mining reads these, for any method with a head. ``embeddings``: L2-normalised features of the
+    and ``score_rows`` of each of the N rows (None: the rows are ``labels``; Partial FC scores the batch gathered
+    from all ranks) — doppelganger mining reads these, for any method with a head. ``embeddings``: L2-normalised features of the
     batch (detached) and ``labels`` their identities (diagnostics; also the rows of ``scores``); SST adds
     ``gallery_embeddings`` (the gallery net's features of the same images as ``embeddings``) and ``queue_age``
     (steps since the oldest queue entry was written)."""
@@ -30,6 +33,7 @@ class StepOutput(TypedDict, total=False):
     loss: torch.Tensor
     scores: torch.Tensor | None
     score_labels: torch.Tensor | None
+    score_rows: torch.Tensor | None
     embeddings: torch.Tensor
     labels: torch.Tensor
     gallery_embeddings: torch.Tensor
@@ -119,9 +123,64 @@ class FaceModule(pl.LightningModule):
         opt = opt[0] if isinstance(opt, list) else opt
         self.log("train/lr", opt.param_groups[0]["lr"], on_step=True, on_epoch=False, rank_zero_only=True)
 
+    # -- sharded classifiers (Partial FC) ---------------------------------------------------------------------
+    def sharded_classifiers(self) -> list[tuple[str, PartialFC]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, PartialFC)]
+
+    def configure_model(self) -> None:
+        """Allocate Partial FC shards once the process group exists (before the optimiser is built) and keep them
+        out of DDP's gradient averaging: each rank holds different classes."""
+        sharded = self.sharded_classifiers()
+        for _, classifier in sharded:
+            classifier.shard()
+        if sharded:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, [f"{name}.weight" for name, _ in sharded])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["facelearn_config"] = self.config
         checkpoint["facelearn_num_classes"] = getattr(self.head, "num_classes", 0)
+        self._save_full_shards(checkpoint)
+
+    def _save_full_shards(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints hold every prototype and its optimiser state for all C classes (gathered from the ranks: a
+        collective, Lightning calls this hook on every rank), so they resume and evaluate on any number of ranks.
+        ``facelearn_sharded`` records each shard's index in the optimiser state, for ``on_load_checkpoint``."""
+        sharded = self.sharded_classifiers()
+        if not sharded:
+            return
+        positions = {}
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        for name, classifier in sharded:
+            weight = classifier.weight
+            checkpoint["state_dict"][f"{name}.weight"] = classifier.full_weight()
+            for opt, opt_state in zip(optimizers, checkpoint.get("optimizer_states", [])):
+                params = [p for group in opt.param_groups for p in group["params"]]
+                index = next((i for i, p in enumerate(params) if p is weight), None)
+                if index is None or index not in opt_state["state"]:
+                    continue
+                # a new dict: optimizer.state_dict() shares the per-parameter dicts with the live optimiser
+                opt_state["state"][index] = {
+                    k: classifier.gather_rows_of(v) if torch.is_tensor(v) and v.shape == weight.shape else v
+                    for k, v in opt_state["state"][index].items()}
+                positions[name] = index
+        checkpoint["facelearn_sharded"] = positions
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """This rank's rows of the full Partial FC optimiser state (the weights are sliced by ``PartialFC``)."""
+        positions = checkpoint.get("facelearn_sharded") or {}
+        modules = dict(self.sharded_classifiers())
+        for name, index in positions.items():
+            classifier = modules.get(name)
+            if classifier is None:
+                continue
+            for opt_state in checkpoint.get("optimizer_states", []):
+                state = opt_state["state"].get(index)
+                if state is None:
+                    continue
+                opt_state["state"][index] = {
+                    k: classifier.local_rows(v) if torch.is_tensor(v) and v.dim() and
+                    v.shape[0] == classifier.num_classes else v for k, v in state.items()}
 
 
 def _legacy_objective_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

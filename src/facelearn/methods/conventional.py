@@ -43,5 +43,6 @@ class ConventionalModule(FaceModule):
         self.log_objective(out.parts)
         self.log("train/loss", out.total, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_lr()
-        return StepOutput(loss=out.total, scores=out.scores, score_labels=None,
-                          embeddings=F.normalize(features.detach().float(), dim=1), labels=labels)
+        return StepOutput(loss=out.total, scores=out.scores, score_labels=out.score_labels,
+                          score_rows=out.score_rows, embeddings=F.normalize(features.detach().float(), dim=1),
+                          labels=labels)

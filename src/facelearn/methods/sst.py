@@ -200,9 +200,10 @@ class SSTModule(FaceModule):
         g1_all, g2_all = self._gather(gal1, trained_gallery), self._gather(gal2, trained_gallery)
         ids_all = self._gather(ids, False)
         offset = rank * n
-        (loss_a, parts_a, scores_a), score_labels = self.direction_loss(probe1, ids, g2_all, ids_all, offset)
-        (loss_b, parts_b, _), _ = self.direction_loss(probe2, ids, g1_all, ids_all, offset)
-        loss = 0.5 * (loss_a + loss_b)
+        out_a, score_labels = self.direction_loss(probe1, ids, g2_all, ids_all, offset)
+        out_b, _ = self.direction_loss(probe2, ids, g1_all, ids_all, offset)
+        parts_a, parts_b = out_a.parts, out_b.parts
+        loss = 0.5 * (out_a.total + out_b.total)
         if self.variant == "constraint":
             penalty = self.constraint_penalty()
             loss = loss + penalty
@@ -217,7 +218,7 @@ class SSTModule(FaceModule):
         self.log_lr()
         self.count_images(len(images))
         # Diagnostics (callbacks.diagnostics) read these before the queue receives this step's features.
-        out = StepOutput(loss=loss, scores=scores_a, score_labels=score_labels,
+        out = StepOutput(loss=loss, scores=out_a.scores, score_labels=score_labels,
                          embeddings=F.normalize(probe1.detach().float(), dim=1), labels=ids,
                          gallery_embeddings=gal1.detach(),
                          queue_age=self.queue.oldest_age(self.global_step) if self.use_queue else None)

@@ -3,7 +3,8 @@
 Every head maps ``(features (N, D), targets (N,), prototypes (C, D) | None) -> logits (N, C)``, with the margin
 already applied at each sample's target column and the scale applied, so the training loss is plain cross-entropy.
 ``targets`` are *column indices into the prototypes*: for conventional training that is the class label, for SST it
-is the column of the probe's own gallery feature. Prototypes are the head's own weights unless the caller passes
+is the column of the probe's own gallery feature, for a Partial FC shard ``-1`` where the sample's class is held by
+another rank (no margin in that row). Prototypes are the head's own weights unless the caller passes
 them (SST passes the gallery queue), so there is one implementation and several callers (DESIGN.md).
 
 Margins, with θ the angle between the L2-normalised feature and its target prototype:
@@ -29,6 +30,7 @@ so there is no NaN (value or gradient) at cos = ±1, also when the surrounding s
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,19 @@ from facelearn.nn.selection import DominantPrototypes
 
 # acos'(x) = -1/sqrt(1-x^2) is infinite at |x| = 1; this keeps θ and its gradient finite.
 _COS_EPS = 1e-6
+
+
+class HeadLoss(NamedTuple):
+    """What a classifier gives the joint objective: ``loss`` (mean cross-entropy), ``acc`` (top-1), ``scores`` (the
+    logits, detached, for mining), ``score_labels`` (the class of each column; None: column c is class c) and
+    ``score_rows`` (the class of each row; None: the rows are the caller's samples, in order). A sharded classifier
+    (``facelearn.nn.partial_fc``) scores the whole gathered batch against its own columns, hence the last two."""
+
+    loss: torch.Tensor
+    acc: torch.Tensor
+    scores: torch.Tensor
+    score_labels: torch.Tensor | None = None
+    score_rows: torch.Tensor | None = None
 
 
 def cosine_scores(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -98,16 +113,28 @@ class MarginHead(nn.Module):
         if targets.shape != (features.shape[0],):
             raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
         with torch.autocast(device_type=cos.device.type, enabled=False):
-            idx = targets.long().unsqueeze(1)
+            targets = targets.long()
+            here = (targets >= 0).unsqueeze(1)  # -1: the class is not among these prototypes (Partial FC shard)
+            idx = targets.clamp(min=0).unsqueeze(1)
             cos_t = cos.gather(1, idx).clamp(-1.0, 1.0)
-            logits = cos.scatter(1, idx, self.target_logit(cos_t)) * self.scale.float()
-            return self.restrict(logits, cos, targets.long())
+            margin = torch.where(here, self.target_logit(cos_t), cos_t)
+            logits = cos.scatter(1, idx, margin) * self.scale.float()
+            return self.restrict(logits, cos, targets)
+
+    def cross_entropy(self, features: torch.Tensor, targets: torch.Tensor, prototypes: torch.Tensor | None = None,
+                      exclude: torch.Tensor | None = None) -> HeadLoss:
+        """Cross-entropy of the margin logits; ``exclude`` (N, C) bool: columns left out of a row's softmax."""
+        logits = self(features, targets, prototypes=prototypes)
+        if exclude is not None:
+            logits = logits.masked_fill(exclude, float("-inf"))
+        return HeadLoss(F.cross_entropy(logits, targets), (logits.argmax(1) == targets).float().mean(),
+                        logits.detach())
 
     def restrict(self, logits: torch.Tensor, cos: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Columns outside the selection get -inf (no loss, no gradient); without a selection all take part."""
         if self.selection is None:
             return logits
-        return logits.masked_fill(~self.selection(cos, targets), float("-inf"))
+        return logits.masked_fill(~self.selection(cos, targets.clamp(min=0)), float("-inf"))
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, scale={float(self.scale):g}"

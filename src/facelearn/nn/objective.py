@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facelearn.nn.heads import MarginHead
@@ -23,11 +22,14 @@ from facelearn.nn.heads import MarginHead
 class ObjectiveOutput(NamedTuple):
     """``total``: the weighted loss; ``parts``: unweighted terms for logging (``head`` = the cross-entropy, ``acc``
     = top-1 of the head's scores, one entry per pair loss); ``scores``: the head's logits over the references
-    (None without a head), detached, for callbacks such as doppelganger mining."""
+    (None without a head), detached, for callbacks such as doppelganger mining, with the class of each column
+    (``score_labels``) and row (``score_rows``) where they are not the plain ones (``HeadLoss``)."""
 
     total: torch.Tensor
     parts: dict[str, torch.Tensor]
     scores: torch.Tensor | None
+    score_labels: torch.Tensor | None = None
+    score_rows: torch.Tensor | None = None
 
 
 class JointObjective(nn.Module):
@@ -58,21 +60,19 @@ class JointObjective(nn.Module):
         column (default: its label); ``exclude``: (N, R) bool, columns left out of a feature's softmax."""
         parts: dict[str, torch.Tensor] = {}
         total = features.new_zeros((), dtype=torch.float32)
-        scores = None
+        head = None
         if self.head is not None:
             targets = labels if targets is None else targets
-            logits = self.head(features, targets, prototypes=references)
-            if exclude is not None:
-                logits = logits.masked_fill(exclude, float("-inf"))
-            parts["head"] = F.cross_entropy(logits, targets)
-            parts["acc"] = (logits.argmax(1) == targets).float().mean()
-            total = total + self.head_weight * parts["head"]
-            scores = logits.detach()
+            head = self.head.cross_entropy(features, targets, references, exclude)
+            parts["head"], parts["acc"] = head.loss, head.acc
+            total = total + self.head_weight * head.loss
         for name, fn in self.pair_losses.items():
             parts[name] = fn(features, labels) if references is None else \
                 fn(features, labels, references, reference_labels)
             total = total + self.loss_weights[name] * parts[name]
-        return ObjectiveOutput(total, parts, scores)
+        if head is None:
+            return ObjectiveOutput(total, parts, None)
+        return ObjectiveOutput(total, parts, head.scores, head.score_labels, head.score_rows)
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
