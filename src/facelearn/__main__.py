@@ -1,3 +1,3 @@
-from facelearn.train import main
+from facelearn.train import cli
 
-main()
+cli()

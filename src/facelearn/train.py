@@ -22,6 +22,7 @@ from facelearn.build import build_list, build_module
 from facelearn.callbacks import BenchmarkCallback
 from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
 from facelearn.loggers import finish_loggers, flat_config, quiet_lightning_advert
+from facelearn.plugins import check_plugins
 from facelearn.validate import validate_train_config
 
 log = logging.getLogger(__name__)
@@ -84,5 +85,11 @@ def main(cfg: DictConfig) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m facelearn.train`` / ``facelearn-train``: a missing optional plugin is named before Hydra starts."""
+    check_plugins()
     main()
+
+
+if __name__ == "__main__":
+    cli()

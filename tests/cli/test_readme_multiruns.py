@@ -27,13 +27,17 @@ SMALL_DM = [*TINY, "optimizer.lr=0.1", "trainer.max_epochs=1", "data.batch_size=
 
 
 def readme_multiruns() -> list[str]:
-    """Every `python -m facelearn.<entry> -m ...` line of the README, comment stripped."""
+    """Every `python -m facelearn.<entry> -m ...` command of the README (continued lines joined), comment stripped."""
     lines = []
-    for line in README.read_text().splitlines():
-        line = line.split("  #")[0].strip()
+    for line in README.read_text().replace("\\\n", " ").splitlines():
+        line = " ".join(line.split("  #")[0].split())
         if re.match(r"python -m facelearn\.\w+ -m ", line):
             lines.append(line)
     return lines
+
+
+# Submitting to SLURM needs a cluster (and this line asks for GPUs): test_readme_slurm_command_composes checks it.
+NEEDS_CLUSTER = "hydra/launcher=slurm"
 
 
 def user_env() -> dict:
@@ -99,6 +103,8 @@ def test_readme_pair_loss_sweep_as_typed(tmp_path):
 
 def size_overrides(line: str) -> list[str]:
     """Tiny data / one epoch for the experiment a README line runs (sizes only, never paths)."""
+    if "hparams_search" in line:  # LFW, 2 trials of one epoch
+        return ["hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "callbacks.benchmark.every_n_epochs=1"]
     if "sst_lfw" in line:
         return ["trainer.max_epochs=1", "callbacks.benchmark.every_n_epochs=1"]
     if "sst_" in line:
@@ -118,8 +124,23 @@ def tiny_checkpoint(tmp_path_factory):
     return next((work / "logs").rglob("last.ckpt"))
 
 
+def test_readme_slurm_command_composes():
+    """The README's SLURM command as printed (placeholders kept): one job of 2 nodes x 8 tasks with 8 GPUs each."""
+    from omegaconf import OmegaConf
+    from test_configs import compose_train
+
+    (line,) = [li for li in readme_multiruns() if NEEDS_CLUSTER in li]
+    args = shlex.split(line)[4:]  # after `python -m facelearn.train -m`
+    cfg = compose_train(args)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 8, 8)
+    assert launcher["partition"] == "YOUR_PARTITION" and cfg.trainer.strategy == "ddp"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("line", readme_multiruns())
+@pytest.mark.parametrize("line", [pytest.param(li, marks=pytest.mark.skip(reason="submits to SLURM (GPUs); composed "
+                                                                          "by test_readme_slurm_command_composes"))
+                                  if NEEDS_CLUSTER in li else li for li in readme_multiruns()])
 def test_every_readme_multirun_as_typed(line, tmp_path, tiny_checkpoint):
     if "facelearn.evaluate" in line:
         run_typed(line.replace("ckpt_path=...", f"ckpt_path={tiny_checkpoint}"), tmp_path, [], timeout=1800)
