@@ -81,10 +81,10 @@ def test_sampled_loss_is_the_cross_entropy_over_the_sampled_columns():
 
 
 def test_two_gloo_ranks_equal_the_replicated_full_classifier(tmp_path):
-    """sample rate 1: loss, accuracy, shard gradients and the DDP-averaged backbone gradients equal one process with
-    the full classifier, for every margin; with sampling (0.7) they equal the full softmax restricted to the columns
+    """sample rate 1: loss, accuracy, shard gradients and the DDP-averaged backbone gradients (and a learnable
+    scale's) equal one process with the full classifier, for every margin; with sampling (0.7) they equal the full softmax restricted to the columns
     the ranks sampled (rank 0: 4 positives + 1 negative of 6 classes; rank 1: 2 positives + 2 negatives of 5)."""
-    cases = [f"{m}:1" for m in sorted(MARGINS)] + ["cosface:0.7", "arcface:0.7"]
+    cases = [f"{m}:1" for m in sorted(MARGINS)] + ["cosface:0.7", "arcface:0.7", "learnable:1", "learnable:0.7"]
     script = Path(__file__).parents[1] / "scripts" / "ddp_partial_fc.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), *cases], capture_output=True, text=True,
                           timeout=240, env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -101,6 +101,8 @@ def test_two_gloo_ranks_equal_the_replicated_full_classifier(tmp_path):
             for got, ref in zip(r["backbone_grad"], r["ref_backbone_grad"]):
                 assert torch.allclose(got, ref, atol=1e-6), case
             assert r["score_rows"].tolist() == [0, 7, 3, 10, 7, 5, 1, 3]  # the gathered batch's labels
+            if margin == "learnable":  # a replicated parameter of the margin: DDP's average = the full gradient
+                assert torch.allclose(r["scale_grad"], r["ref_scale_grad"], atol=1e-5), case
         if rate == "1":
             assert r0["union"].tolist() == list(range(11))
         else:

@@ -25,7 +25,20 @@ MARGINS = {"cosface": lambda n: heads.CosFace(D, n, scale=8.0, margin=0.3),
            "arcface": lambda n: heads.ArcFace(D, n, scale=8.0, margin=0.4),
            "normface": lambda n: heads.NormFace(D, n, scale=8.0),
            "combined": lambda n: heads.CombinedMargin(D, n, scale=8.0, m1=1.0, m2=0.3, m3=0.1),
-           "sphereface": lambda n: heads.SphereFace(D, n, scale=8.0, margin=2, lambda_base=5.0)}
+           "sphereface": lambda n: heads.SphereFace(D, n, scale=8.0, margin=2, lambda_base=5.0),
+           "learnable": lambda n: heads.CosFace(D, n, scale=8.0, margin=0.3, learnable_scale=True)}
+
+
+class Model(nn.Module):
+    """Backbone + Partial FC in one DDP-wrapped module with the shard ignored, as Lightning wraps a FaceModule."""
+
+    def __init__(self, linear: nn.Module, pfc: PartialFC) -> None:
+        super().__init__()
+        self.linear, self.pfc = linear, pfc
+
+    def forward(self, x, y):
+        out = self.pfc.cross_entropy(self.linear(x), y)
+        return out.loss, out.acc, out.scores, out.score_labels, out.score_rows
 
 
 def worker(rank: int, out: str, cases: list[str], init: str) -> None:
@@ -51,10 +64,14 @@ def run_case(rank: int, out: str, margin: str, rate: float) -> None:
     pfc = PartialFC(MARGINS[margin](0), C, sample_rate=rate)
     pfc.shard()
     pfc.weight.data.copy_(weight[pfc.class_start:pfc.class_start + pfc.num_local])
-    backbone = nn.parallel.DistributedDataParallel(linear)
+    model = Model(linear, pfc)
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ["pfc.weight"])
+    ddp = nn.parallel.DistributedDataParallel(model)
     torch.manual_seed(100 + rank)  # the negatives' sampling differs per rank
-    result = pfc.cross_entropy(backbone(inputs[mine]), labels[mine])
-    result.loss.backward()
+    loss, acc, scores, score_labels, score_rows = ddp(inputs[mine], labels[mine])
+    loss.backward()
+    result = type("Result", (), dict(loss=loss, acc=acc, scores=scores, score_labels=score_labels,
+                                     score_rows=score_rows))
     sampled = result.score_labels if result.score_labels is not None else torch.arange(pfc.class_start,
                                                                                        pfc.class_start + pfc.num_local)
     columns = [torch.zeros(C, dtype=torch.long) for _ in range(2)]
@@ -76,6 +93,8 @@ def run_case(rank: int, out: str, margin: str, rate: float) -> None:
                                                                                       pfc.class_start + pfc.num_local],
                 "backbone_grad": [p.grad for p in linear.parameters()],
                 "ref_backbone_grad": [p.grad for p in reference_linear.parameters()],
+                "scale_grad": getattr(pfc.margin.scale, "grad", None),
+                "ref_scale_grad": getattr(ref_head.scale, "grad", None),
                 "num_local": pfc.num_local, "class_start": pfc.class_start, "sampled": sampled, "union": union,
                 "score_rows": result.score_rows, "scores_shape": tuple(result.scores.shape)},
                os.path.join(out, f"{margin}_{rate:g}_rank{rank}.pt"))

@@ -18,6 +18,7 @@ Backward: the logits' gradient ``p - onehot`` stays on each rank; the shard's we
 to ignore the shard, ``FaceModule.configure_model``); the gathered features' gradient is summed over the ranks'
 shards and multiplied by W, because DDP then *averages* the backbone's gradients over the ranks — so the backbone
 receives the same gradient as with a replicated FC, whose DDP average of per-rank mean losses is the global mean.
+A learnable scale of the margin head (replicated, averaged by DDP) gets its shard's part x W for the same reason.
 
 Known differences from a full FC: unsampled prototypes get no loss gradient, but weight decay and SGD momentum
 still move them (as in arcface_torch); doppelganger mining sees the sampled columns only (the batch's own classes
@@ -170,6 +171,10 @@ class PartialFC(nn.Module):
         self.weight = nn.Parameter(torch.empty(0, self.embedding_size))
         self.allocated = False
         self._register_load_state_dict_pre_hook(self._load_full_weight)
+        # The margin's own parameters (a learnable scale) are replicated: each rank's gradient is its shard's part of
+        # the total, and DDP averages; x world size makes that average the sum over the shards.
+        for p in self.margin.parameters():
+            p.register_hook(lambda grad: grad * self.world_size)
 
     # -- the shard ---------------------------------------------------------------------------------------------
     def shard(self, rank: int | None = None, world_size: int | None = None) -> None:
@@ -243,12 +248,14 @@ class PartialFC(nn.Module):
             features = _GatherRows.apply(features, float(world))
             labels = gather_rows(labels)
         index, local_targets = self.sample(labels)
-        logits = self.margin(features, local_targets, prototypes=self.weight[index])
+        full = index.numel() == self.num_local
+        # all columns: the shard itself (indexing would copy the whole weight matrix every step)
+        logits = self.margin(features, local_targets, prototypes=self.weight if full else self.weight[index])
         loss = _ShardedCrossEntropy.apply(logits, local_targets)
         with torch.no_grad():
             acc = _sharded_accuracy(logits, local_targets)
-        full = index.numel() == self.num_classes
-        return HeadLoss(loss, acc, logits.detach(), None if full else index + self.class_start,
+        every_class = index.numel() == self.num_classes
+        return HeadLoss(loss, acc, logits.detach(), None if every_class else index + self.class_start,
                         labels if world > 1 else None)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

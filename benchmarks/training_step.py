@@ -1,0 +1,123 @@
+"""facelearn's training loop against a plain PyTorch loop with the same modules, data and optimiser, in one run.
+
+For each method (``conventional_shallow``: AM-softmax; ``sst_shallow``: Semi-Siamese Training), both arms are built
+from the same composed config and seed: the same DataModule batches (sampler, augmentation on the batch), the same
+backbone / head / objective, SGD and schedule.
+
+* facelearn: ``facelearn.train.train(cfg)`` as ``python -m facelearn.train`` runs it (Lightning Trainer, loggers,
+  progress, diagnostics, checkpoint callbacks), benchmarks off; images/s from the module's own measure
+  (``train/images_per_sec``: first batch to last batch end of the last epoch).
+* plain: ``for batch in loader: augment -> forward -> objective -> backward -> step -> schedule`` (SST adds the
+  gallery forward, the momentum update and the queue write, calling the module's own methods), timed the same way.
+
+Prints images/s of both and the ratio facelearn / plain per method (1.0: no overhead). Run twice and compare: the
+machine's run-to-run spread is part of the answer.
+
+    python benchmarks/training_step.py [--epochs 2] [--methods conventional_shallow sst_shallow] [--threads 2]
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from facelearn.build import build_module
+from facelearn.train import train
+
+
+def config(experiment: str, epochs: int, out: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_module("facelearn.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"+experiment={experiment}", f"trainer.max_epochs={epochs}",
+                                          "benchmark=none", "monitor=null", "logger=csv",
+                                          f"paths.log_dir={out / 'logs'}", "trainer.enable_progress_bar=false"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out / "run")
+        cfg.paths.cache_dir = str(out / "cache")
+    return cfg
+
+
+def facelearn_rate(cfg: DictConfig) -> float:
+    return train(cfg)["train/images_per_sec"]
+
+
+def plain_rate(cfg: DictConfig) -> float:
+    """The same math without Lightning: images/s of the last epoch."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    pl.seed_everything(cfg.seed, workers=True)
+    dm = instantiate(cfg.data, _recursive_=True)
+    dm.setup("fit")
+    module = build_module(cfg, dm.num_classes)
+    module.train()
+    opt = module.optimizer_factory(module.trainable_parameters())
+    loader = dm.train_dataloader()
+    total = cfg.trainer.max_epochs * len(loader)
+    sched = module.scheduler_factory(opt, total_steps=total, steps_per_epoch=len(loader))
+    sst = hasattr(module, "queue")
+    step = 0
+    for epoch in range(cfg.trainer.max_epochs):
+        if hasattr(loader.batch_sampler, "set_epoch"):
+            loader.batch_sampler.set_epoch(epoch)
+        images_seen, start = 0, time.perf_counter()
+        for images, labels in loader:
+            images = dm.augment(images)
+            if sst:
+                loss = sst_step(module, images, labels, step)
+            else:
+                loss = module.objective(module.backbone(images), labels).total
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if sst and module.variant == "momentum":
+                module.momentum_update()
+            images_seen += len(labels)
+            step += 1
+        rate = images_seen / (time.perf_counter() - start)
+    return rate
+
+
+def sst_step(module, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+    x1, x2, ids = images[0::2], images[1::2], labels[0::2]
+    p1, p2 = module.backbone(x1), module.backbone(x2)
+    with torch.no_grad():
+        gnet = module.gallery_net()
+        g1, g2 = F.normalize(gnet(x1).float(), dim=1), F.normalize(gnet(x2).float(), dim=1)
+    out_a, _ = module.direction_loss(p1, ids, g2, ids, 0)
+    out_b, _ = module.direction_loss(p2, ids, g1, ids, 0)
+    if module.use_queue:
+        module.queue.enqueue(g2.detach(), ids, step)
+    return 0.5 * (out_a.total + out_b.total)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", nargs="+", default=["conventional_shallow", "sst_shallow"])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in args.methods:
+            cfg = config(method, args.epochs, Path(tmp) / method)
+            plain = plain_rate(cfg)
+            ours = facelearn_rate(cfg)
+            rows.append((method, ours, plain))
+    print(f"\ntorch {torch.__version__}, {args.threads} threads, {args.epochs} epochs; images/s of the last epoch\n")
+    print("| experiment | facelearn (images/s) | plain loop (images/s) | facelearn / plain |")
+    print("|---|---|---|---|")
+    for method, ours, plain in rows:
+        print(f"| {method} | {ours:.0f} | {plain:.0f} | {ours / plain:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
