@@ -20,11 +20,11 @@ def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
     method_cls = get_class(cfg.method._target_)
     # Conventional training owns its prototypes (FC weights); SST passes the gallery queue instead.
     head_classes = num_classes if getattr(method_cls, "owns_prototypes", True) else 0
-    if "head" in cfg and not cfg.get("classifier"):
-        kwargs["head"] = None if cfg.head is None else instantiate(cfg.head, num_classes=head_classes)
-    elif cfg.get("classifier"):  # Partial FC holds the prototypes itself; the head only gives the margin
+    if cfg.get("classifier"):  # Partial FC holds the prototypes itself; the head only gives the margin
         kwargs["head"] = instantiate(cfg.classifier, margin=instantiate(cfg.head, num_classes=0),
                                      num_classes=num_classes)
+    elif "head" in cfg:
+        kwargs["head"] = None if cfg.head is None else instantiate(cfg.head, num_classes=head_classes)
     if "num_classes" in cfg.method:
         kwargs["num_classes"] = num_classes
     if cfg.get("loss"):

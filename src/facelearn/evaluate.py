@@ -36,6 +36,11 @@ def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, Di
     # suffices; it refuses to run code that a crafted file carries (weights_only=False would execute it).
     ckpt = check_checkpoint_file(ckpt_path)
     cfg = OmegaConf.create(upgrade_targets(ckpt["facelearn_config"]))
+    if OmegaConf.select(cfg, "backbone.weights"):
+        # the run's starting weights (arcface_torch backbone.pth): the checkpoint holds the trained ones, and the
+        # file need not exist any more
+        with open_dict(cfg):
+            cfg.backbone.weights = None
     module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
     module.load_state_dict(ckpt["state_dict"])
     return module.to(device).eval(), cfg

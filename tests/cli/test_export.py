@@ -28,3 +28,26 @@ def test_onnx_export_evaluates_like_the_checkpoint(tmp_path):
         assert onnx_alone[key] == pytest.approx(torch_metrics[key], abs=1e-3), key
         assert onnx_ida[key] == pytest.approx(torch_metrics[key], abs=1e-3), key
     assert "ida_r/accuracy" in onnx_ida
+
+
+def test_evaluating_a_checkpoint_does_not_reload_its_starting_weights(tmp_path):
+    """A run started from backbone.weights=backbone.pth: its checkpoint holds the trained weights, so evaluation
+    neither needs nor reads that file (it may have been moved or deleted since)."""
+    import torch
+    from omegaconf import OmegaConf, open_dict
+
+    from facelearn.build import build_module
+    from facelearn.evaluate import load_checkpoint_module
+    from test_configs import compose_train, resolve
+
+    cfg = compose_train(["backbone=iresnet18", "data.image_size=32", "+debug=tiny"])
+    resolved = OmegaConf.create(resolve(cfg))
+    module = build_module(resolved, 96)
+    with open_dict(resolved):
+        resolved.backbone.weights = str(tmp_path / "moved-away" / "backbone.pth")
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"facelearn_config": OmegaConf.to_container(resolved), "facelearn_num_classes": 96,
+                "state_dict": module.state_dict()}, ckpt)
+    loaded, _ = load_checkpoint_module(str(ckpt))
+    for key, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

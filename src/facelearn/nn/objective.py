@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from facelearn.nn.heads import MarginHead
+from facelearn.nn.partial_fc import PartialFC
 
 
 class ObjectiveOutput(NamedTuple):
@@ -36,12 +37,13 @@ class JointObjective(nn.Module):
     """Head cross-entropy + weighted pair losses.
 
     Args:
-        head: margin head, or None for pair losses only.
+        head: margin head, or a classifier with the same ``cross_entropy`` contract (``HeadLoss``; Partial FC), or
+            None for pair losses only.
         losses: name -> ``(weight, pair loss)``.
         head_weight: weight of the head's cross-entropy.
     """
 
-    def __init__(self, head: MarginHead | None, losses: dict[str, tuple[float, nn.Module]] | None = None,
+    def __init__(self, head: MarginHead | PartialFC | None, losses: dict[str, tuple[float, nn.Module]] | None = None,
                  head_weight: float = 1.0) -> None:
         super().__init__()
         losses = dict(losses or {})
