@@ -7,13 +7,16 @@ from typing import Any
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from torch import nn
+
 from facelearn.methods.base import FaceModule
+from facelearn.validate import check_checkpoint_file
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
     """Instantiate the method's LightningModule with its backbone, head, optimiser and schedule."""
     kwargs: dict[str, Any] = {
-        "backbone": instantiate(cfg.backbone),
+        "backbone": init_backbone(instantiate(cfg.backbone), cfg.get("init_from")),
         "optimizer": instantiate(cfg.optimizer),
         "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     }
@@ -33,6 +36,17 @@ def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
     module = instantiate(cfg.method, **kwargs)
     module.config = OmegaConf.to_container(cfg, resolve=True)
     return module
+
+
+def init_backbone(backbone: nn.Module, path: str | None) -> nn.Module:
+    """``init_from``: the backbone weights of a facelearn checkpoint (pretrain, then fine-tune: the head, optimiser
+    and schedule start afresh). Loaded before the method is built, so SST's gallery net starts as the same copy."""
+    if not path:
+        return backbone
+    state = check_checkpoint_file(str(path), "init_from")["state_dict"]
+    weights = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    backbone.load_state_dict(weights)  # strict: check_init_backbone has compared the configs
+    return backbone
 
 
 def build_list(cfg: DictConfig | None) -> list[Any]:

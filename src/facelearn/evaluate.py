@@ -36,11 +36,12 @@ def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, Di
     # suffices; it refuses to run code that a crafted file carries (weights_only=False would execute it).
     ckpt = check_checkpoint_file(ckpt_path)
     cfg = OmegaConf.create(upgrade_targets(ckpt["facelearn_config"]))
-    if OmegaConf.select(cfg, "backbone.weights"):
-        # the run's starting weights (arcface_torch backbone.pth): the checkpoint holds the trained ones, and the
-        # file need not exist any more
-        with open_dict(cfg):
+    # the run's starting weights (arcface_torch backbone.pth, init_from): the checkpoint holds the trained ones,
+    # and those files need not exist any more
+    with open_dict(cfg):
+        if OmegaConf.select(cfg, "backbone.weights"):
             cfg.backbone.weights = None
+        cfg.init_from = None
     module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
     module.load_state_dict(ckpt["state_dict"])
     return module.to(device).eval(), cfg

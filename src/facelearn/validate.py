@@ -63,22 +63,39 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
         if method and not getattr(get_class(method), "owns_prototypes", True):
             raise ValueError(f"classifier=partial_fc shards a classifier's own prototypes; {method} scores against "
                              "other references (SST: the gallery queue) and has none: drop classifier=")
+    if cfg.get("init_from"):  # (with ckpt_path too: a resumed fine-tuning run; the checkpoint's weights win)
+        check_init_backbone(check_checkpoint_file(str(cfg.init_from), "init_from"), cfg)
     ckpt = cfg.get("ckpt_path")
     return check_checkpoint_file(str(ckpt)) if ckpt else None
 
 
-def check_checkpoint_file(path: str) -> dict[str, Any]:
-    """Load a checkpoint with the restricted unpickler, or fail naming the file."""
+# Backbone options that do not change its parameters.
+_BACKBONE_RUNTIME = ("weights", "gradient_checkpointing")
+
+
+def check_init_backbone(ckpt: dict[str, Any], cfg: DictConfig) -> None:
+    """``init_from``: the checkpoint's backbone must be the one configured (same class and shape options)."""
+    theirs = {k: v for k, v in (ckpt["facelearn_config"].get("backbone") or {}).items() if k not in _BACKBONE_RUNTIME}
+    ours = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items() if k not in _BACKBONE_RUNTIME}
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        raise ValueError(f"init_from={cfg.init_from}: its backbone differs from this run's in "
+                         + ", ".join(f"{k} ({theirs.get(k)!r} there, {ours.get(k)!r} here)" for k in diff)
+                         + ": configure the same backbone (and data.image_size)")
+
+
+def check_checkpoint_file(path: str, option: str = "ckpt_path") -> dict[str, Any]:
+    """Load a checkpoint with the restricted unpickler, or fail naming the file (and the ``option`` that named it)."""
     import torch
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"ckpt_path: checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{option}: checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError (not a zip/pickle), ...
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ValueError(f"ckpt_path: {path} is not a loadable facelearn checkpoint (loaded with "
+        raise ValueError(f"{option}: {path} is not a loadable facelearn checkpoint (loaded with "
                          f"torch.load(weights_only=True), which refuses anything but tensors and plain values): "
                          f"{type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("facelearn_config") is None or "state_dict" not in ckpt:
-        raise ValueError(f"ckpt_path: {path} is not a facelearn checkpoint (no 'facelearn_config' / 'state_dict')")
+        raise ValueError(f"{option}: {path} is not a facelearn checkpoint (no 'facelearn_config' / 'state_dict')")
     return ckpt

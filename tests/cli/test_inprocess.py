@@ -64,3 +64,32 @@ def test_streaming_decoding_trains_like_the_cached_array(tmp_path):
     # exactly equal within a source (data=folder and data=rec differ in their default augmentation)
     assert losses["cached"] == losses["stream0"] == losses["stream2"], losses
     assert losses["rec_cached"] == losses["rec_stream"], losses
+
+
+@pytest.mark.filterwarnings("ignore::lightning.fabric.utilities.warnings.PossibleUserWarning")
+def test_init_from_starts_every_method_from_the_checkpoints_backbone(tmp_path):
+    """Pretrain (tiny conventional run), then build fine-tuning runs with init_from: the backbone (and SST's gallery
+    net) start as the checkpoint's; the head starts afresh; a different backbone is refused before any data."""
+    import torch
+
+    from facelearn.build import build_module
+    from facelearn.validate import validate_train_config
+
+    train(compose_run(tmp_path / "pre", ["+experiment=conventional_shallow"]))
+    ckpt = next((tmp_path / "pre").rglob("last.ckpt"))
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    for experiment in ("conventional_shallow", "sst_shallow"):
+        cfg = compose_run(tmp_path / experiment, [f"+experiment={experiment}", f"init_from={ckpt}"])
+        validate_train_config(cfg)
+        module = build_module(cfg, 1000)
+        nets = [module.backbone] + ([module.gallery] if experiment == "sst_shallow" else [])
+        for net in nets:
+            for key, value in net.state_dict().items():
+                assert torch.equal(value, state[f"backbone.{key}"]), (experiment, key)
+    cfg = compose_run(tmp_path / "other", ["+experiment=conventional_shallow", f"init_from={ckpt}",
+                                           "backbone.embedding_size=32"])
+    with pytest.raises(ValueError, match=r"init_from=.*embedding_size \(64 there, 32 here\)"):
+        validate_train_config(cfg)
+    cfg = compose_run(tmp_path / "none", ["+experiment=conventional_shallow", f"init_from={tmp_path / 'no.ckpt'}"])
+    with pytest.raises(FileNotFoundError, match="init_from: checkpoint .*no.ckpt does not exist"):
+        validate_train_config(cfg)

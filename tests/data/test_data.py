@@ -46,6 +46,20 @@ def test_identity_folder_and_splits(folder):
     assert len(Deep()(rec)) == 12 and len(Deep(min_images_per_identity=3)(rec)) == 7
 
 
+def test_shallow_split_with_a_maximum_is_disjoint_from_the_deep_rest(folder):
+    """people with 2-3 images give 2 each (bob, cat, eve); dan (4) goes to the deep split of >= 4; ann (1) to none"""
+    rec = IdentityFolder(str(folder)).load(32)
+    shallow = Shallow(2, seed=0, max_images_per_identity=3)
+    s = shallow(rec)
+    assert s.identity_set == {"bob", "cat", "eve"} and len(s) == 6
+    assert shallow.stats == {"identities": 3, "images": 6, "dropped_identities": 2}
+    deep = Deep(min_images_per_identity=4)(rec)
+    assert deep.identity_set == {"dan"} and not s.identity_set & deep.identity_set
+    assert Shallow(2, seed=0, max_images_per_identity=None)(rec).paths == Shallow(2, seed=0)(rec).paths
+    with pytest.raises(ValueError, match="max_images_per_identity=1 must be >= split.images_per_identity=2"):
+        Shallow(2, max_images_per_identity=1)
+
+
 def test_exclusion_and_disjoint_check(folder):
     rec = IdentityFolder(str(folder)).load(32)
     kept = exclude_identities(rec, {"cat", "zed"})

@@ -22,19 +22,26 @@ class Shallow:
     """Exactly ``images_per_identity`` images of every identity that has at least that many (shallow face data).
 
     Identities with fewer are dropped and counted; the images kept are chosen with ``seed``, so runs agree.
+    ``max_images_per_identity``: identities with more images are dropped too (e.g. keep them for a deep
+    pretraining set, ``data/split=deep data.split.min_images_per_identity=<max + 1>``, disjoint from this one).
     """
 
-    def __init__(self, images_per_identity: int = 2, seed: int = 0) -> None:
+    def __init__(self, images_per_identity: int = 2, seed: int = 0, max_images_per_identity: int | None = None,
+                 ) -> None:
         if images_per_identity < 1:
             raise ValueError(f"split.images_per_identity must be >= 1, got {images_per_identity}")
+        if max_images_per_identity is not None and max_images_per_identity < images_per_identity:
+            raise ValueError(f"split.max_images_per_identity={max_images_per_identity} must be >= "
+                             f"split.images_per_identity={images_per_identity}")
         self.k = images_per_identity
+        self.max_images = max_images_per_identity
         self.seed = seed
 
     def __call__(self, records: FaceRecords) -> FaceRecords:
         rng = np.random.default_rng(self.seed)
         keep, dropped = [], 0
         for _, idx in sorted(_groups(records.identities).items()):
-            if len(idx) < self.k:
+            if len(idx) < self.k or (self.max_images is not None and len(idx) > self.max_images):
                 dropped += 1
                 continue
             keep.append(np.sort(rng.choice(idx, self.k, replace=False)))
@@ -42,8 +49,9 @@ class Shallow:
             raise ValueError(f"{records.source}: no identity has {self.k} images (shallow split)")
         out = records.subset(np.concatenate(keep))
         self.stats = {"identities": len(keep), "images": len(out), "dropped_identities": dropped}
-        log.info("shallow split (k=%d) of %s: kept %d identities / %d images, dropped %d identities with < %d images",
-                 self.k, records.source, len(keep), len(out), dropped, self.k)
+        log.info("shallow split (k=%d) of %s: kept %d identities / %d images, dropped %d identities with < %d images%s",
+                 self.k, records.source, len(keep), len(out), dropped, self.k,
+                 "" if self.max_images is None else f" or > {self.max_images}")
         return out
 
 
