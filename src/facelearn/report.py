@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import re
@@ -55,7 +56,8 @@ def runs_without_results(roots: list[str]) -> list[Path]:
     return sorted(out)
 
 
-def _all_overrides(run: Path) -> list[str]:
+@functools.lru_cache(maxsize=None)  # read once per run: for its label and again for its seed
+def _all_overrides(run: Path) -> tuple[str, ...]:
     """The run's Hydra overrides; for a ``facelearn.evaluate`` run, those of the training run whose checkpoint it
     evaluated come first (so evaluations of a sweep's checkpoints are grouped like the sweep)."""
     def read(d: Path) -> list[str]:
@@ -70,7 +72,7 @@ def _all_overrides(run: Path) -> list[str]:
         ckpt = json.loads(evaluation.read_text()).get("ckpt_path")
         if ckpt:
             own = read(Path(ckpt).parent.parent) + own  # <run dir>/checkpoints/<file>
-    return own
+    return tuple(own)
 
 
 def run_overrides(run: Path) -> list[str]:

@@ -63,6 +63,9 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
         if method and not getattr(get_class(method), "owns_prototypes", True):
             raise ValueError(f"classifier=partial_fc shards a classifier's own prototypes; {method} scores against "
                              "other references (SST: the gallery queue) and has none: drop classifier=")
+    weights = OmegaConf.select(cfg, "backbone.weights")
+    if weights and not os.path.isfile(str(weights)):  # before the data are decoded, not when the backbone is built
+        raise FileNotFoundError(f"backbone.weights: {weights} does not exist (an arcface_torch backbone.pth)")
     if cfg.get("init_from"):  # (with ckpt_path too: a resumed fine-tuning run; the checkpoint's weights win)
         check_init_backbone(check_checkpoint_file(str(cfg.init_from), "init_from"), cfg)
     ckpt = cfg.get("ckpt_path")

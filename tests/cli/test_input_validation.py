@@ -95,6 +95,19 @@ def test_config_errors_name_the_option_before_training(override, message):
         validate_train_config(cfg)
 
 
+def test_missing_backbone_weights_are_named_before_the_data(tmp_path):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from facelearn.validate import validate_train_config
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="facelearn.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["backbone=iresnet18",
+                                                      f"backbone.weights={tmp_path / 'backbone.pth'}"])
+    with pytest.raises(FileNotFoundError, match=r"backbone.weights: .*backbone.pth does not exist"):
+        validate_train_config(cfg)
+
+
 def test_resume_from_a_non_checkpoint_is_named(tmp_path):
     from facelearn.validate import check_checkpoint_file
     bad = tmp_path / "notes.ckpt"
