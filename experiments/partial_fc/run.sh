@@ -2,7 +2,7 @@
 # Partial FC on real faces (issue 15): conventional_lfw (CosFace, small CNN, 25 epochs) with the full classifier vs
 # Partial FC at sample rate 0.1 (each step's softmax over the batch's classes + random others, 479 of 4,786 columns),
 # seeds 1-3, one process; then Partial FC 0.1 sharded over 2 gloo ranks (64 images per rank = the same global batch
-# of 128), seed 1.   bash experiments/partial_fc/run.sh OUT_DIR      (~4 min per run on an idle 2-core machine)
+# of 128), seed 1, and its reference, the full classifier on the same 2 ranks (same per-rank batches and BatchNorm).   bash experiments/partial_fc/run.sh OUT_DIR      (~4 min per run on an idle 2-core machine)
 # Seeds are interleaved (full, Partial FC, next seed) so that a cut-short run still holds paired seeds.
 set -euo pipefail
 out=$(realpath -m "$1"); mkdir -p "$out"
@@ -17,5 +17,7 @@ for seed in 1 2 3; do
   if [ $seed = 1 ]; then
     OMP_NUM_THREADS=1 "$py" -m facelearn.train "${recipe[@]}" "${pfc[@]}" trainer=ddp data.batch_size=64 seed=1 \
       paths.log_dir="$out/pfc_ddp" > pfc_ddp.log 2>&1
+    OMP_NUM_THREADS=1 "$py" -m facelearn.train "${recipe[@]}" trainer=ddp data.batch_size=64 seed=1 \
+      paths.log_dir="$out/full_ddp" > full_ddp.log 2>&1
   fi
 done
