@@ -92,15 +92,15 @@ def test_direction_loss_slots_positives_and_masks_queue():
     m.queue.enqueue(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 9]))
     probe = torch.tensor([[1.0, 0.0]])
     gallery = torch.tensor([[0.6, 0.8], [-1.0, 0.0]])  # this rank's probe is column 0 (identity 1); 2 = other
-    (loss, parts, scores), columns = m.direction_loss(probe, torch.tensor([1]), gallery, torch.tensor([1, 2]),
-                                                      offset=0)
+    out, columns = m.direction_loss(probe, torch.tensor([1]), gallery, torch.tensor([1, 2]), offset=0)
+    parts, scores = out.parts, out.scores
     # the scores and their columns' identities go to callbacks (mining): the masked column is -inf
     assert columns.tolist() == [1, 2, 1, 9] and scores[0, 2] == float("-inf")
     # logits: [0.6 (positive), -1.0 (identity 2), masked (queue identity 1), 1.0 (queue identity 9)]
     expected = -torch.log_softmax(torch.tensor([0.6, -1.0, 1.0]), 0)[0]
     assert torch.allclose(parts["head"], expected, atol=1e-6)
     m.use_queue = False
-    (_, parts, _), _ = m.direction_loss(probe, torch.tensor([1]), gallery, torch.tensor([1, 2]), offset=0)
+    parts = m.direction_loss(probe, torch.tensor([1]), gallery, torch.tensor([1, 2]), offset=0)[0].parts
     assert torch.allclose(parts["head"], -torch.log_softmax(torch.tensor([0.6, -1.0]), 0)[0], atol=1e-6)
 
 
@@ -110,7 +110,7 @@ def test_pair_losses_use_gallery_and_queue_as_references():
     m.queue.enqueue(torch.tensor([[0.0, 1.0]]).repeat(2, 1), torch.tensor([5, 6]))
     probe = torch.tensor([[1.0, 0.0]])
     gallery = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
-    (_, parts, _), _ = m.direction_loss(probe, torch.tensor([0]), gallery, torch.tensor([0, 3]), offset=0)
+    parts = m.direction_loss(probe, torch.tensor([0]), gallery, torch.tensor([0, 3]), offset=0)[0].parts
     ref = torch.cat([gallery, m.queue.features])
     direct = ContrastiveLoss()(probe, torch.tensor([0]), ref, torch.tensor([0, 3, 5, 6]))
     assert torch.allclose(parts["contrastive"], direct)
