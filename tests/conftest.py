@@ -15,8 +15,8 @@ TINY = ["+debug=tiny"]
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 240, module: str = "facelearn.train",
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a facelearn entry point in a subprocess (outputs under tmp_path) and fail with its output on error."""
-    full_env = dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache"), WANDB_MODE="offline",
-                    WANDB_SILENT="true", PYTHONWARNINGS="ignore::FutureWarning", **(env or {}))
+    full_env = {**os.environ, "FACELEARN_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline",
+                "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore::FutureWarning", **(env or {})}
     flags = [a for a in args if a.startswith("-")]
     cmd = [sys.executable, "-m", module, *flags, f"paths.log_dir={tmp_path / 'logs'}",
            *[a for a in args if not a.startswith("-")]]

@@ -89,9 +89,13 @@ def wandb_logger(project: str = "facelearn", save_dir: str = ".", name: str | No
     if sweep is not None:
         group = group or sweep[0]
         name = name or sweep[1]
-    return WandbLogger(project=project, save_dir=save_dir, name=name, group=group, tags=list(tags or []),
-                       offline=mode == "offline", mode=mode, id=run_id, resume="allow",
-                       settings={"init_timeout": 60, "silent": True})
+    logger = WandbLogger(project=project, save_dir=save_dir, name=name, group=group, tags=list(tags or []),
+                         offline=mode == "offline", mode=mode, id=run_id, resume="allow",
+                         settings={"init_timeout": 60, "silent": True})
+    # Lightning always passes anonymous=None, which wandb >= 0.19 answers with a deprecation warning every run.
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def _row_before(row: dict, step: int) -> bool:

@@ -90,10 +90,11 @@ def test_help_and_cfg_job():
 
 
 def test_wandb_offline_run(tmp_path):
-    run_cli(["+experiment=conventional_shallow", "logger=wandb", *TINY, "trainer.max_epochs=1"], tmp_path,
-            env={"WANDB_API_KEY": ""})
+    proc = run_cli(["+experiment=conventional_shallow", "logger=wandb", *TINY, "trainer.max_epochs=1"], tmp_path,
+                   env={"WANDB_API_KEY": "", "WANDB_SILENT": "false"})
     run_dir = only((tmp_path / "logs" / "conventional_shallow" / "runs").iterdir())
     assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert "anonymous setting" not in proc.stdout + proc.stderr  # Lightning's anonymous=None, dropped
 
 
 def test_ddp_two_processes_match_single_process_evaluation(tmp_path):
