@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -22,7 +23,11 @@ class FaceImageDataset(Dataset):
     """Decoded uint8 images with contiguous integer labels; items are ``(image uint8 (3, S, S), label)``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        with warnings.catch_warnings():
+            # the decoded cache is loaded read-only (memory-mapped, shared by DataLoader workers); nothing writes to
+            # the training images (augmentation makes new tensors), so torch's not-writable warning does not apply
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.class_names = class_names
 
