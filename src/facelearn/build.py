@@ -6,7 +6,6 @@ from typing import Any
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-
 from torch import nn
 
 from facelearn.methods.base import FaceModule

@@ -35,16 +35,22 @@ def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, Di
     # facelearn stores only tensors and plain Python values in its checkpoints, so the restricted unpickler
     # suffices; it refuses to run code that a crafted file carries (weights_only=False would execute it).
     ckpt = check_checkpoint_file(ckpt_path)
+    cfg = run_config(ckpt)
+    module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
+    module.load_state_dict(ckpt["state_dict"])
+    return module.to(device).eval(), cfg
+
+
+def run_config(ckpt: dict[str, Any]) -> DictConfig:
+    """The training run's config stored in a checkpoint, with moved classes renamed and without its starting
+    weights (arcface_torch backbone.pth, init_from): the checkpoint holds the trained ones, and those files need not
+    exist any more."""
     cfg = OmegaConf.create(upgrade_targets(ckpt["facelearn_config"]))
-    # the run's starting weights (arcface_torch backbone.pth, init_from): the checkpoint holds the trained ones,
-    # and those files need not exist any more
     with open_dict(cfg):
         if OmegaConf.select(cfg, "backbone.weights"):
             cfg.backbone.weights = None
         cfg.init_from = None
-    module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
-    module.load_state_dict(ckpt["state_dict"])
-    return module.to(device).eval(), cfg
+    return cfg
 
 
 # Classes that moved (checkpoints store the run's config with the class paths of their time).
@@ -101,13 +107,11 @@ def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
     if not onnx_path and not cfg.get("ckpt_path"):
         raise ValueError("give ckpt_path=<checkpoint> or onnx_path=<model.onnx> (or both: the ONNX model is "
                          "evaluated, the checkpoint supplies the run's config for benchmarks and IDA anchors)")
-    run_cfg = None
-    if cfg.get("ckpt_path"):
-        module, run_cfg = load_checkpoint_module(cfg.ckpt_path, device)
-    if onnx_path:
-        from facelearn.onnx_model import OnnxEmbedder
-        module = OnnxEmbedder(onnx_path)
-    return module, run_cfg
+    if not onnx_path:
+        return load_checkpoint_module(cfg.ckpt_path, device)
+    from facelearn.onnx_model import OnnxEmbedder
+    # beside an ONNX model the checkpoint gives only its run's config: no network is built or loaded from it
+    return OnnxEmbedder(onnx_path), run_config(check_checkpoint_file(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:

@@ -18,9 +18,10 @@ class DoppelgangerCallback(pl.Callback):
     ``outputs["score_labels"]``, and ``outputs["score_rows"]`` where the rows are not the rank's own samples (Partial
     FC: the gathered batch against the rank's shard); under DDP the per-sample candidates of all ranks are gathered
     so every rank applies the same update and holds the same list (with Partial FC a sample has one candidate per
-    shard, and the best of them wins, as over one full classifier). The list is callback state, saved in checkpoints. Logs ``dm/assigned`` (classes with a
-    doppelganger), ``dm/changes`` (entries changed by the step) and ``dm/short_classes`` (batch classes that had
-    fewer images than their count and gave each image once, their slots going to other classes).
+    shard, and the best of them wins, as over one full classifier). The list is callback state, saved in
+    checkpoints. Logs ``dm/assigned`` (classes with a doppelganger), ``dm/changes`` (entries changed by the step)
+    and ``dm/short_classes`` (batch classes that had fewer images than their count and gave each image once, their
+    slots going to other classes).
     """
 
     def __init__(self) -> None:

@@ -25,9 +25,9 @@ class StepOutput(TypedDict, total=False):
     ``scores``: the head's logits (N, R) of the batch's features against what they were scored against, and
     ``score_labels`` the identity of each of the R columns (None: column = class index, the head's own prototypes)
     and ``score_rows`` of each of the N rows (None: the rows are ``labels``; Partial FC scores the batch gathered
-    from all ranks) — doppelganger mining reads these, for any method with a head. ``embeddings``: L2-normalised features of the
-    batch (detached) and ``labels`` their identities (diagnostics; also the rows of ``scores``); SST adds
-    ``gallery_embeddings`` (the gallery net's features of the same images as ``embeddings``) and ``queue_age``
+    from all ranks) — doppelganger mining reads these, for any method with a head. ``embeddings``: L2-normalised
+    features of the batch (detached) and ``labels`` their identities (diagnostics; also the rows of ``scores``); SST
+    adds ``gallery_embeddings`` (the gallery net's features of the same images as ``embeddings``) and ``queue_age``
     (steps since the oldest queue entry was written)."""
 
     loss: torch.Tensor

@@ -57,8 +57,7 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """All ranks' rows of ``x`` concatenated in rank order (ranks may hold different numbers of rows); no autograd."""
-    rank, world = dist_state()
-    if world == 1:
+    if dist_state()[1] == 1:
         return x
     return _GatherRows.apply(x, 1.0)
 
