@@ -1,7 +1,9 @@
 """Evaluation entry point: ``python -m facelearn.evaluate ckpt_path=PATH [benchmark=NAME] [overrides]``.
 
 Rebuilds the model of any regime from the config stored in the checkpoint, embeds every benchmark image once and
-reports the verification metrics (table on stdout, JSON in the run directory).
+reports the verification metrics (table on stdout, JSON in the run directory). Without a checkpoint it evaluates an
+ONNX file (``onnx_path=``, onnxruntime) or a pretrained backbone as configured (``backbone=sface``: its published
+weights, no training).
 """
 
 from __future__ import annotations
@@ -99,14 +101,50 @@ def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictC
                          "identities/images were trained on. Evaluate with the run's own split settings.")
 
 
+class BackboneEmbedder(torch.nn.Module):
+    """A backbone alone (pretrained weights, no training run) behind the ``FaceModule.embed`` contract."""
+
+    def __init__(self, backbone: torch.nn.Module, flip_tta: bool = True) -> None:
+        super().__init__()
+        self.backbone, self.flip_tta = backbone, flip_tta
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def embedding_network(self) -> torch.nn.Module:
+        return self.backbone
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        from facelearn.data.transforms import normalize
+        x = normalize(images.to(self.device))
+        feats = self.backbone(x).float()
+        if self.flip_tta:
+            feats = feats + self.backbone(x.flip(3)).float()
+        return torch.nn.functional.normalize(feats, dim=1)
+
+
 def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
-    """The model to embed with (a checkpoint's module, or an ONNX model through onnxruntime) and the training
-    run's config when known (from the checkpoint; an ONNX model alone carries none)."""
+    """The model to embed with (a checkpoint's module, an ONNX model through onnxruntime, or a configured
+    pretrained backbone) and the training run's config when known (from the checkpoint; the others carry none)."""
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     onnx_path = cfg.get("onnx_path")
+    if cfg.get("backbone") is not None and not onnx_path and not cfg.get("ckpt_path"):
+        size = int(cfg.image_size or 112)
+        with open_dict(cfg):
+            cfg.data = {"image_size": size}  # what the backbone configs interpolate
+        backbone = instantiate(cfg.backbone)
+        if not OmegaConf.select(cfg, "backbone.weights"):
+            log.warning("backbone %s without backbone.weights: evaluating random weights", cfg.backbone._target_)
+        return BackboneEmbedder(backbone, bool(cfg.flip_tta)).to(device).eval(), None
     if not onnx_path and not cfg.get("ckpt_path"):
-        raise ValueError("give ckpt_path=<checkpoint> or onnx_path=<model.onnx> (or both: the ONNX model is "
-                         "evaluated, the checkpoint supplies the run's config for benchmarks and IDA anchors)")
+        raise ValueError("give ckpt_path=<checkpoint>, onnx_path=<model.onnx> (or both: the ONNX model is "
+                         "evaluated, the checkpoint supplies the run's config for benchmarks and IDA anchors), or a "
+                         "pretrained backbone=NAME (e.g. backbone=sface)")
+    if cfg.get("backbone") is not None:
+        raise ValueError("backbone= evaluates a pretrained backbone on its own; with ckpt_path/onnx_path the model "
+                         "comes from that file: drop backbone=")
     if not onnx_path:
         return load_checkpoint_module(cfg.ckpt_path, device)
     from facelearn.onnx_model import OnnxEmbedder
@@ -116,13 +154,16 @@ def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     module, run_cfg = load_model(cfg)
-    if run_cfg is None:  # an ONNX model alone: the benchmarks and the image size come from this command
+    if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here
         if cfg.get("benchmark") is None:
-            raise ValueError("onnx_path without ckpt_path: choose the benchmark, e.g. benchmark=lfw_view1")
-        size = cfg.image_size or module.image_size
+            raise ValueError("without ckpt_path, choose the benchmark, e.g. benchmark=lfw_view1")
+        size = cfg.image_size or getattr(module, "image_size", None) or OmegaConf.select(cfg, "data.image_size")
         if not size:
             raise ValueError(f"{cfg.onnx_path}: its input size is dynamic; give image_size=")
         run_cfg = OmegaConf.create({"data": {"image_size": int(size)}, "benchmark": None})
+    if OmegaConf.select(cfg, "alignment") == "from_run":  # default: align as the run's training/benchmarks did
+        with open_dict(cfg):
+            cfg.alignment = run_cfg.get("alignment")
     if cfg.get("benchmark") is not None and "data" not in cfg and "train" in run_cfg.data:
         # a benchmark chosen here may refer to the run's data (the one-shot split is made of ``${data.train}``)
         with open_dict(cfg):
@@ -155,10 +196,12 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         scorer.fit(module, context)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
     curves: dict[str, dict] = {name: {} for name in bench_sets}
-    results = {name: evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=cfg.batch_size,
+    batch_size = cfg.batch_size or (256 if str(getattr(module, "device", "cpu")).startswith("cuda") else 16)
+    results = {name: evaluate_set(module, bench_set, scorers, fars=tuple(cfg.fars), batch_size=batch_size,
                                   curves=curves[name])
                for name, bench_set in bench_sets.items()}
-    print(f"\nEvaluation of {cfg.get('onnx_path') or cfg.ckpt_path}:\n{format_table(results, tuple(cfg.fars))}\n"
+    what = cfg.get("onnx_path") or cfg.ckpt_path or f"{cfg.backbone._target_} ({cfg.backbone.get('weights')})"
+    print(f"\nEvaluation of {what}:\n{format_table(results, tuple(cfg.fars))}\n"
           f"{format_identification_table(results)}\n", flush=True)
     out = os.path.join(cfg.paths.output_dir, cfg.output_file)
     os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -32,8 +32,14 @@ def default_data_dir() -> str:
     return str((base.parent / "shared" / "data").resolve())
 
 
+def default_models_dir() -> str:
+    """``../shared/models`` beside the checkout (or the working directory), like ``default_data_dir``."""
+    return str((Path(default_data_dir()).parent / "models").resolve())
+
+
 def register_resolvers() -> None:
     for name, fn in (("facelearn.cwd", working_dir), ("facelearn.data_dir", default_data_dir),
+                     ("facelearn.models_dir", default_models_dir),
                      ("facelearn.resume_run_dir", resume_run_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

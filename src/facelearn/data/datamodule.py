@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facelearn.data.images import FaceCrop, decode_image
+from facelearn.data.images import FaceCrop, decode_image, face_matrices
 from facelearn.data.splits import check_disjoint, exclude_identities
 from facelearn.data.transforms import BatchAugment
 from facelearn.protocols.base import BenchmarkSet, Protocol, load_protocols
@@ -52,15 +52,17 @@ class DecodedOnDemand:
     """Images decoded when indexed (``images[idx]`` -> uint8 tensor (len(idx), 3, S, S)), from files or RecordIO
     samples: what a streaming dataset holds instead of a decoded array. Memory: the paths only."""
 
-    def __init__(self, paths: list[str], crop: FaceCrop) -> None:
-        self.paths, self.crop = list(paths), crop
+    def __init__(self, paths: list[str], crop: FaceCrop, matrices: np.ndarray | None = None) -> None:
+        self.paths, self.crop, self.matrices = list(paths), crop, matrices
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, idx) -> torch.Tensor:
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
-        return torch.from_numpy(np.stack([decode_image(self.paths[i], self.crop) for i in idx]))
+        return torch.from_numpy(np.stack([decode_image(self.paths[i], self.crop, None,
+                                                       None if self.matrices is None else self.matrices[i])
+                                          for i in idx]))
 
 
 class StreamingFaceDataset(FaceImageDataset):
@@ -68,8 +70,9 @@ class StreamingFaceDataset(FaceImageDataset):
     (``data.stream=true``): memory stays bounded by the paths and the batches in flight, whatever the dataset size;
     the decoded pixels are the same as the cached path's, so a run gives the same numbers."""
 
-    def __init__(self, paths: list[str], crop: FaceCrop, labels: np.ndarray, class_names: list[str]) -> None:
-        self.images = DecodedOnDemand(paths, crop)
+    def __init__(self, paths: list[str], crop: FaceCrop, labels: np.ndarray, class_names: list[str],
+                 matrices: np.ndarray | None = None) -> None:
+        self.images = DecodedOnDemand(paths, crop, matrices)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.class_names = class_names
 
@@ -174,7 +177,12 @@ class FaceDataModule(pl.LightningDataModule):
         crop = FaceCrop(self.image_size, records.meta.get("center_crop"))
         class_names, labels = np.unique(records.identities.astype(str), return_inverse=True)
         if self.stream and records.paths is not None:
-            self.train_dataset = StreamingFaceDataset(records.paths, crop, labels, class_names.tolist())
+            alignment, matrices = records.meta.get("alignment"), None
+            if alignment is not None:  # landmarks once, up front (cached); the warps run in the workers
+                matrices = face_matrices(records.paths, crop, self.cache_dir, alignment,
+                                         what=f"training images of {records.source}")
+                crop = FaceCrop(self.image_size)
+            self.train_dataset = StreamingFaceDataset(records.paths, crop, labels, class_names.tolist(), matrices)
         else:
             if self.stream:
                 log.warning("data.stream: %s renders its images in memory; nothing to stream", records.source)

@@ -37,19 +37,41 @@ class FaceCrop:
             raise ValueError(f"data.center_crop must be positive or null, got {self.center_crop}")
 
 
-def decode_image(path: str | os.PathLike, crop: FaceCrop, box: tuple[float, float, float, float] | None = None
-                 ) -> np.ndarray:
-    """Decode one image file to a uint8 (3, S, S) array; a clear error names the file when it cannot be read.
-    ``box`` (left, top, right, bottom in pixels of the file) replaces the centre crop, e.g. a landmark-based crop;
-    parts outside the image are black."""
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """The image file (or ``rec://`` sample) as an RGB Pillow image; a clear error names the file when it cannot
+    be read."""
     try:
         with Image.open(_image_file(path)) as im:
             im.load()  # forces full decode so a truncated file fails here, not later
-            img = im.convert("RGB")
+            return im.convert("RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot decode image {path}: {e} (expected a readable JPEG/PNG/BMP face image)") from e
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """The image as a uint8 (H, W, 3) RGB array (what the face detector and the aligner read)."""
+    return np.asarray(open_rgb(path), dtype=np.uint8)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    with Image.open(_image_file(path)) as im:
+        return im.size
+
+
+def decode_image(path: str | os.PathLike, crop: FaceCrop, box: tuple[float, float, float, float] | None = None,
+                 matrix: np.ndarray | None = None) -> np.ndarray:
+    """Decode one image file to a uint8 (3, S, S) array; a clear error names the file when it cannot be read.
+    ``box`` (left, top, right, bottom in pixels of the file) replaces the centre crop, e.g. a landmark-based crop;
+    ``matrix`` (2x3, pixels -> the 112 px aligned crop: ``facelearn.data.alignment``) replaces both with a
+    five-point alignment. Parts outside the image are black."""
+    img = open_rgb(path)
+    if matrix is not None:
+        from facelearn.data.alignment import warp_face
+        face = warp_face(np.asarray(img, dtype=np.uint8), matrix, crop.image_size)
+        return np.ascontiguousarray(face.transpose(2, 0, 1))
     if box is not None:
         img = img.crop(tuple(int(round(v)) for v in box))
         crop = FaceCrop(crop.image_size)
@@ -82,11 +104,15 @@ def crop_resize(img: Image.Image, crop: FaceCrop) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def _cache_key(paths: list[str], crop: FaceCrop, boxes: np.ndarray | None = None) -> str:
+def _cache_key(paths: list[str], crop: FaceCrop | None, boxes: np.ndarray | None = None,
+               matrices: np.ndarray | None = None) -> str:
     h = hashlib.sha1()
-    h.update(f"v1|{crop.image_size}|{crop.center_crop}|{len(paths)}".encode())
+    h.update(f"v1|{len(paths)}".encode() if crop is None else
+             f"v1|{crop.image_size}|{crop.center_crop}|{len(paths)}".encode())
     if boxes is not None:
         h.update(b"|boxes|" + np.ascontiguousarray(boxes, dtype=np.float64).tobytes())
+    if matrices is not None:
+        h.update(b"|aligned|" + np.ascontiguousarray(matrices, dtype=np.float64).tobytes())
     stats: dict[str, os.stat_result] = {}
     for p in paths:
         f = _file_of(p)
@@ -96,17 +122,21 @@ def _cache_key(paths: list[str], crop: FaceCrop, boxes: np.ndarray | None = None
 
 
 def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None = None,
-                  num_threads: int | None = None, boxes: np.ndarray | None = None) -> np.ndarray:
+                  num_threads: int | None = None, boxes: np.ndarray | None = None,
+                  matrices: np.ndarray | None = None) -> np.ndarray:
     """Decode many images to one uint8 (N, 3, S, S) array, through an on-disk ``.npy`` cache when given.
-    ``boxes`` (N, 4): a crop box per image instead of ``crop.center_crop`` (see ``decode_image``)."""
+    ``boxes`` (N, 4): a crop box per image instead of ``crop.center_crop``; ``matrices`` (N, 2, 3): a five-point
+    alignment per image (see ``decode_image``)."""
     if boxes is not None and np.shape(boxes) != (len(paths), 4):
         raise ValueError(f"boxes must be ({len(paths)}, 4), got {np.shape(boxes)}")
+    if matrices is not None and np.shape(matrices) != (len(paths), 2, 3):
+        raise ValueError(f"alignment matrices must be ({len(paths)}, 2, 3), got {np.shape(matrices)}")
     for f in dict.fromkeys(_file_of(p) for p in paths):
         if not os.path.isfile(f):
             raise FileNotFoundError(f"image file not found: {f}")
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes)}.npy"
+        cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes, matrices)}.npy"
         if cache_file.is_file():
             try:
                 arr = np.load(cache_file, mmap_mode="r", allow_pickle=False)
@@ -125,7 +155,8 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
     threads = num_threads or min(8, os.cpu_count() or 1)
 
     def work(i: int) -> None:
-        out[i] = decode_image(paths[i], crop, None if boxes is None else tuple(boxes[i]))
+        out[i] = decode_image(paths[i], crop, None if boxes is None else tuple(boxes[i]),
+                              None if matrices is None else matrices[i])
 
     with ThreadPoolExecutor(threads) as ex:
         for _ in ex.map(work, range(len(paths))):
@@ -137,3 +168,32 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
         os.replace(tmp, cache_file)  # atomic: concurrent ranks/jobs never read a half-written cache
         log.info("decoded %d images, cached at %s", len(paths), cache_file)
     return out
+
+
+def decode_faces(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None = None,
+                 alignment=None, boxes: np.ndarray | None = None, what: str = "images") -> np.ndarray:
+    """The face crops of ``paths``: five-point aligned when ``alignment`` (a ``FivePointAlignment``) is given,
+    else ``crop``'s centre crop or the per-image ``boxes``. With alignment, an image without a detected face takes
+    the crop it would have had without alignment (its box, else the centre crop) when the source has one."""
+    if alignment is None:
+        return decode_images(paths, crop, cache_dir, boxes=boxes)
+    matrices = face_matrices(paths, crop, cache_dir, alignment, boxes, what)
+    return decode_images(paths, FaceCrop(crop.image_size), cache_dir, matrices=matrices)
+
+
+def face_matrices(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None, alignment,
+                  boxes: np.ndarray | None = None, what: str = "images") -> np.ndarray:
+    """(N, 2, 3) five-point alignment matrices of ``paths`` (landmarks cached); an image without a face falls back
+    to its box, else ``crop``'s centre crop, else the alignment's centred square."""
+
+    def fallback(i: int):
+        if boxes is not None:
+            return tuple(boxes[i])
+        if crop.center_crop is not None:
+            from facelearn.data.alignment import center_box
+            w, h = image_size(paths[i])
+            c = min(crop.center_crop, w, h)
+            return center_box(w, h, c / min(w, h))
+        return None
+
+    return alignment.matrices(paths, None if cache_dir is None else str(cache_dir), fallback, what)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelearn.data.images import FaceCrop, decode_images
+from facelearn.data.images import FaceCrop, decode_faces
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff")
 
@@ -59,7 +59,8 @@ class FaceRecords:
             if self.images.shape[-1] != crop.image_size:
                 raise ValueError(f"{self.source}: rendered at {self.images.shape[-1]}px, expected {crop.image_size}")
             return self.images
-        return decode_images(self.paths, crop, cache_dir)
+        return decode_faces(self.paths, crop, cache_dir, self.meta.get("alignment"),
+                            what=f"training images of {self.source}")
 
 
 def image_files(root: str, what: str) -> list[str]:
@@ -77,11 +78,14 @@ class IdentityFolder:
     """``root/<identity>/<image>``: every sub-folder is one person, every image file in it one sample.
 
     Files with other extensions are an error (listed by name), not silently skipped, unless ``ignore_other_files``.
+    ``alignment`` (``alignment=five_point``) aligns the images kept for training onto the ArcFace template.
     """
 
-    def __init__(self, root: str, center_crop: int | None = None, ignore_other_files: bool = False) -> None:
+    def __init__(self, root: str, center_crop: int | None = None, ignore_other_files: bool = False,
+                 alignment=None) -> None:
         self.root = str(root)
         self.center_crop = center_crop
+        self.alignment = alignment
         self.ignore_other_files = ignore_other_files
 
     def load(self, image_size: int) -> FaceRecords:
@@ -103,20 +107,21 @@ class IdentityFolder:
             raise ValueError(f"{root} holds no images: expected root/<identity>/<image> with extensions "
                              f"{IMAGE_EXTENSIONS}")
         return FaceRecords(np.array(identities, dtype=object), paths=paths, source=str(root),
-                           meta={"center_crop": self.center_crop})
+                           meta={"center_crop": self.center_crop, "alignment": self.alignment})
 
 
 class ImageList:
     """A list file of ``relative/path label`` lines (label: any identity name or integer), paths under ``root``.
 
     Blank lines and ``#`` comments are allowed; any other line that does not split into exactly two fields is an
-    error naming the file and line number.
+    error naming the file and line number. ``alignment``: as ``IdentityFolder``'s.
     """
 
-    def __init__(self, root: str, list_file: str, center_crop: int | None = None) -> None:
+    def __init__(self, root: str, list_file: str, center_crop: int | None = None, alignment=None) -> None:
         self.root = str(root)
         self.list_file = str(list_file)
         self.center_crop = center_crop
+        self.alignment = alignment
 
     def load(self, image_size: int) -> FaceRecords:
         if not os.path.isfile(self.list_file):
@@ -159,4 +164,4 @@ class ImageList:
         if not paths:
             raise ValueError(f"{self.list_file} lists no images")
         return FaceRecords(np.array(identities, dtype=object), paths=paths, source=self.list_file,
-                           meta={"center_crop": self.center_crop})
+                           meta={"center_crop": self.center_crop, "alignment": self.alignment})

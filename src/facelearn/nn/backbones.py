@@ -1,4 +1,4 @@
-"""Face backbones: insightface-layout IResNet, MobileFaceNet and a small CNN for CPU runs.
+"""Face backbones: insightface-layout IResNet, MobileFaceNet, SFace's network and a small CNN for CPU runs.
 
 All take ``(N, 3, H, W)`` images normalised to [-1, 1] and return un-normalised ``(N, embedding_size)`` features;
 the method normalises. H and W must be multiples of 16 (the four stride-2 stages); the final FC adapts to the input
@@ -81,7 +81,7 @@ class IResNet(nn.Module):
         for m in self.body:
             nn.init.zeros_(m.bn3.weight)
         if weights:
-            load_arcface_torch(self, weights)
+            load_pretrained(self, weights, image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -163,6 +163,21 @@ def load_arcface_torch(model: IResNet, path: str) -> None:
     model.load_state_dict({**{k: v for k, v in ours.items() if k.endswith("num_batches_tracked")}, **mapped})
 
 
+def load_pretrained(model: nn.Module, path: str, image_size: int) -> None:
+    """``backbone.weights``: an ONNX file (insightface model zoo, exported from an arcface_torch iresnet; see
+    ``facelearn.nn.onnx_import``) or an arcface_torch ``backbone.pth``."""
+    if str(path).lower().endswith(".onnx"):
+        from facelearn.nn.onnx_import import load_onnx_weights
+        norm = load_onnx_weights(model, str(path), image_size)
+        # insightface graphs take (x - 127.5) / 127.5 from outside (= our input) or normalise alike inside
+        if (norm["input_sub"], norm["input_mul"]) not in ((0.0, 1.0),) and not (
+                abs(norm["input_sub"] - 127.5) < 1e-6 and abs(norm["input_mul"] - 1 / 127.5) < 1e-9):
+            raise ValueError(f"backbone.weights: {path} normalises its input as (x - {norm['input_sub']}) * "
+                             f"{norm['input_mul']}, not as insightface's (x - 127.5) / 127.5")
+    else:
+        load_arcface_torch(model, str(path))
+
+
 def iresnet18(**kw) -> IResNet:
     return IResNet([2, 2, 2, 2], **kw)
 
@@ -230,6 +245,57 @@ class MobileFaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gdc(self.body(x))
         return self.features(self.fc(torch.flatten(x, 1)))
+
+
+class SFaceNet(nn.Module):
+    """The network of SFace (Zhong et al., "SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face
+    Recognition", 2021) as OpenCV Zoo ships it (``face_recognition_sface_2021dec*.onnx``, exported from MXNet): a
+    MobileNet-v1-style body (3x3 stem at stride 1, then 13 depthwise 3x3 + pointwise 1x1 pairs, stride 2 at the 2nd,
+    4th, 6th and 12th pair: 112 -> 7), each conv followed by BatchNorm (eps 1e-3) and PReLU; then BatchNorm
+    (eps 2e-5), dropout, a fully connected layer from 1024 x 7 x 7 and a BatchNorm (eps 2e-5) embedding of 128.
+
+    ``weights``: the ONNX file, read with ``facelearn.nn.onnx_import`` (its int8 blocks dequantized). The file
+    normalises pixels as (x - 127.5) x 0.0078125 inside the graph; our inputs are (x - 127.5) / 127.5, so the loader
+    sets ``input_scale`` = 127.5 / 128 (1 for a net trained here from scratch).
+    """
+
+    #: (pointwise output width, depthwise stride) of the 13 depthwise-separable pairs
+    PAIRS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1),
+             (512, 1), (1024, 2), (1024, 1))
+
+    def __init__(self, embedding_size: int = 128, image_size: int = 112, dropout: float = 0.4,
+                 weights: str | None = None) -> None:
+        super().__init__()
+        side = _check_size(image_size, 16)
+
+        def conv_bn(cin: int, cout: int, k: int, s: int, groups: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+                                 nn.BatchNorm2d(cout, eps=1e-3), nn.PReLU(cout))
+
+        layers = [conv_bn(3, 32, 3, 1)]
+        cin = 32
+        for cout, stride in self.PAIRS:
+            layers += [conv_bn(cin, cin, 3, stride, groups=cin), conv_bn(cin, cout, 1, 1)]
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin, eps=2e-5)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(cin * side * side, embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size, eps=2e-5)
+        self.register_buffer("input_scale", torch.ones(()))
+        self.register_buffer("input_shift", torch.zeros(()))
+        if weights:
+            from facelearn.nn.onnx_import import load_onnx_weights
+            if not str(weights).lower().endswith(".onnx"):
+                raise ValueError(f"backbone.weights: {weights}: SFace weights are read from its ONNX file (.onnx)")
+            norm = load_onnx_weights(self, str(weights), image_size)
+            # our x = (p - 127.5) / 127.5; the graph's first conv sees (p - sub) * mul = a x + b
+            self.input_scale.fill_(127.5 * norm["input_mul"])
+            self.input_shift.fill_((127.5 - norm["input_sub"]) * norm["input_mul"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.body(x * self.input_scale + self.input_shift))
+        return self.features(self.fc(self.dropout(torch.flatten(x, 1))))
 
 
 class SmallFaceNet(nn.Module):

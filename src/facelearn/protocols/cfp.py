@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from facelearn.data.images import FaceCrop, decode_images
+from facelearn.data.images import FaceCrop, decode_faces
 from facelearn.protocols.base import Protocol
 from facelearn.protocols.pairs import PairSet
 
@@ -125,9 +125,13 @@ class CFPPairs(Protocol):
         root: the CFP folder (``Data/``, ``Protocol/``).
         protocol: ``FF`` (frontal-frontal) or ``FP`` (frontal-profile).
         crop_scale: side of the square crop / side of the landmark box (see the module docstring).
+        alignment: a ``facelearn.data.landmarks.FivePointAlignment`` (``alignment=five_point``): every image
+            aligned onto the ArcFace template from detected landmarks (CFP's own fiducials cover half a face);
+            an image without a detected face takes its fiducial box crop.
     """
 
-    def __init__(self, root: str, protocol: str = "FP", crop_scale: float = 1.25, name: str | None = None) -> None:
+    def __init__(self, root: str, protocol: str = "FP", crop_scale: float = 1.25, name: str | None = None,
+                 alignment=None) -> None:
         protocol = str(protocol).upper()
         if protocol not in PROTOCOLS:
             raise ValueError(f"CFP protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -135,6 +139,7 @@ class CFPPairs(Protocol):
             raise ValueError(f"CFP crop_scale must be > 0, got {crop_scale}")
         self.root, self.protocol, self.crop_scale = str(root), protocol, float(crop_scale)
         self.name = name or f"cfp_{protocol.lower()}"
+        self.alignment = alignment
 
     def identities(self) -> set[str]:
         return set(cfp_name_list(self.root))
@@ -173,7 +178,8 @@ class CFPPairs(Protocol):
                                  f"listed as {'same' if issame_a[row] else 'diff'} but names "
                                  f"{'different people' if issame_a[row] else 'one person'}")
         boxes = np.array([self.box(p) for p in paths])
-        images = decode_images(paths, FaceCrop(image_size), cache_dir, boxes=boxes)
+        images = decode_faces(paths, FaceCrop(image_size), cache_dir, self.alignment, boxes=boxes,
+                              what=f"benchmark {self.name}")
         people = {names[self._person(p) - 1] for p in paths}
         return PairSet(self.name, images, remap[pairs_a], issame_a, folds_a, people)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facelearn.data.images import FaceCrop, crop_resize, decode_images
+from facelearn.data.images import FaceCrop, crop_resize, decode_faces
 from facelearn.data.synthetic import SyntheticFaces
 from facelearn.eval.verification import roc_points, verification_metrics
 from facelearn.protocols.base import BenchmarkSet, Protocol
@@ -134,11 +134,16 @@ def parse_pairs_file(path: str) -> tuple[list[tuple[str, int, str, int]], np.nda
 
 
 class LFWPairs(Protocol):
-    """Pairs from an LFW-style pairs file over ``image_root/<name>/<name>_<i:04d>.<ext>``."""
+    """Pairs from an LFW-style pairs file over ``image_root/<name>/<name>_<i:04d>.<ext>``.
+
+    ``alignment`` (``alignment=five_point``: a ``facelearn.data.landmarks.FivePointAlignment``) aligns every image
+    onto the ArcFace template from detected landmarks; an image without a detected face takes the centre crop.
+    """
 
     def __init__(self, pairs_file: str, image_root: str, center_crop: int | None = None, name: str | None = None,
-                 extension: str = "jpg") -> None:
+                 extension: str = "jpg", alignment=None) -> None:
         self.pairs_file, self.image_root, self.center_crop = str(pairs_file), str(image_root), center_crop
+        self.alignment = alignment
         self.name = name or os.path.splitext(os.path.basename(self.pairs_file))[0]
         self.extension = extension
 
@@ -164,7 +169,8 @@ class LFWPairs(Protocol):
                     keys[key] = len(keys)
                 index[row, col] = keys[key]
         paths = [self.image_path(*k) for k in keys]
-        images = decode_images(paths, FaceCrop(image_size, self.center_crop), cache_dir)
+        images = decode_faces(paths, FaceCrop(image_size, self.center_crop), cache_dir, self.alignment,
+                              what=f"benchmark {self.name}")
         names = {k[0] for k in keys}
         return PairSet(self.name, images, index, issame, folds, names)
 
