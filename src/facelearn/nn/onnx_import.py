@@ -253,8 +253,11 @@ def load_onnx_weights(module: nn.Module, path: str, image_size: int, input_sub: 
             problems.append(f"#{i} {layer.describe()} meets {name} ({type(mod).__name__})")
             i, j = i + 1, j + 1
             continue
+        # Folded: our next layer is a BatchNorm the file lacks here. A bias our layer has no room for must be
+        # such a fold; otherwise the file's next node tells (a BatchNorm there is this one).
+        next_is_bn = i + 1 < len(graph.layers) and graph.layers[i + 1].op == "BatchNormalization"
         folded_bn = (layer.op in ("Conv", "Gemm") and isinstance(nxt[1], nn.modules.batchnorm._BatchNorm)
-                     and not (i + 1 < len(graph.layers) and graph.layers[i + 1].op == "BatchNormalization"))
+                     and (("bias" in layer.weights and getattr(mod, "bias", None) is None) or not next_is_bn))
         problems += _assign(layer, name, mod, assigned, folded_bn)
         if folded_bn:  # the exporter folded our next BatchNorm into this layer: an identity BN carries the bias
             bn_name, bn = nxt
