@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rec", default=None, help="also pack the crops as this .rec (+ .idx, .names)")
     ap.add_argument("--workers", type=int, default=None, help="threads (default: the CPUs available)")
     args = ap.parse_args(argv)
+    # the CLI reports detections and failures itself (summary line, failures.txt): not the library's log lines
+    logging.getLogger("facelearn.data.landmarks").setLevel(logging.ERROR)
     try:
         run(args)
     except (FileNotFoundError, ValueError, ImportError) as e:

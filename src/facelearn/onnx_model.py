@@ -64,7 +64,7 @@ class OnnxEmbedder:
         except ImportError as e:
             raise ImportError("evaluating an ONNX model needs onnxruntime: pip install 'facelearn[onnx]'") from e
         self.path = path
-        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(_runnable(path), providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ValueError(f"{path}: expected one (N, 3, H, W) input, got {[(i.name, i.shape) for i in inputs]}")
@@ -81,3 +81,23 @@ class OnnxEmbedder:
         x = images.float().numpy() if images.dtype == torch.uint8 else ((images.float() + 1) * 127.5).numpy()
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
         return torch.from_numpy(out)
+
+
+def _runnable(path: str):
+    """The model for onnxruntime: the file itself, or (when the graph declares inputs that no node reads, as
+    OpenCV Zoo's int8 SFace file does with the fp32 weights its quantized initializers replaced, which
+    onnxruntime would then demand as feeds) the same graph without those declarations."""
+    try:
+        import onnx
+    except ImportError:
+        return path
+    model = onnx.load(path, load_external_data=False)
+    read = {i for n in model.graph.node for i in n.input}
+    stale = [i.name for i in model.graph.input if i.name not in read]
+    if not stale or any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return path
+    log.info("%s: ignoring %d declared graph inputs that no node reads (e.g. %s)", path, len(stale), stale[:3])
+    keep = [i for i in model.graph.input if i.name in read]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    return model.SerializeToString()

@@ -65,7 +65,13 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
                              "other references (SST: the gallery queue) and has none: drop classifier=")
     weights = OmegaConf.select(cfg, "backbone.weights")
     if weights and not os.path.isfile(str(weights)):  # before the data are decoded, not when the backbone is built
-        raise FileNotFoundError(f"backbone.weights: {weights} does not exist (an arcface_torch backbone.pth)")
+        raise FileNotFoundError(f"backbone.weights: {weights} does not exist (an arcface_torch backbone.pth or an "
+                                "ONNX model file; published ONNX files: see the README's pretrained models)")
+    detector = OmegaConf.select(cfg, "alignment.detector")
+    if detector and not os.path.isfile(str(detector)):  # before any image is decoded
+        raise FileNotFoundError(f"alignment.detector: face detector model {detector} does not exist (a YuNet ONNX "
+                                "file, e.g. face_detection_yunet_2023mar*.onnx from OpenCV Zoo; set "
+                                "alignment.detector=... or paths.models_dir=... / env FACELEARN_MODELS)")
     if cfg.get("init_from"):  # (with ckpt_path too: a resumed fine-tuning run; the checkpoint's weights win)
         check_init_backbone(check_checkpoint_file(str(cfg.init_from), "init_from"), cfg)
     ckpt = cfg.get("ckpt_path")
