@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     detector = args.detector or default_detector()
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if not 1 <= args.quality <= 100:
+        raise ValueError(f"--quality must be in 1..100, got {args.quality}")
     if args.rec and not args.rec.endswith(".rec"):
         raise ValueError(f"--rec {args.rec} should end in .rec (the .idx and .names go beside it)")
     aligner = FivePointAlignment(detector, args.score_threshold, args.retry_threshold, on_failure="fallback",

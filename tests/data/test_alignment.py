@@ -93,6 +93,8 @@ def test_warp_puts_the_landmarks_on_the_template():
 @needs_models
 @needs_lfw
 def test_crops_equal_opencv_align_crop_on_real_faces():
+    """Not bit-identical: OpenCV estimates the transform in float32, we in float64, which moves a few bilinear
+    roundings by one grey level (measured on 100 LFW/CFP faces: max difference 1, 0.03 % of the pixels)."""
     cv2 = pytest.importorskip("cv2")
     recognizer = cv2.FaceRecognizerSF.create(str(SFACE), "")
     net = lm.YuNet(str(YUNET))
@@ -205,3 +207,10 @@ def test_yunet_finds_the_five_points_of_real_faces():
         assert pts[0, 0] < pts[1, 0] and pts[3, 0] < pts[4, 0]
         assert pts[:2, 1].max() < pts[2, 1] < pts[3:, 1].min()
         assert 60 < pts[:, 0].mean() < 190 and 60 < pts[:, 1].mean() < 190  # near the centre of 250 px
+
+
+def test_the_alignment_pickles_for_spawned_processes():
+    import pickle
+    a = lm.FivePointAlignment("det.onnx", score_threshold=0.8)
+    b = pickle.loads(pickle.dumps(a))
+    assert (b.detector, b.score_threshold) == ("det.onnx", 0.8) and b._local is not a._local

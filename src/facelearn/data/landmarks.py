@@ -140,6 +140,15 @@ class FivePointAlignment:
         self.workers, self.nms_threshold = workers, float(nms_threshold)
         self._local = threading.local()
 
+    def __getstate__(self) -> dict:  # picklable (ddp_spawn, DataLoader workers): the per-thread detectors stay
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def check(self) -> None:
         """Fail early (before any decoding) when the detector file is missing or unreadable."""
         if not os.path.isfile(self.detector):
