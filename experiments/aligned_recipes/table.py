@@ -48,6 +48,20 @@ def main(root: str) -> None:
             continue
         cells = [fmt([a[s][b][m] - c[s][b][m] for s in shared]) for b, m in METRICS]
         print(f"| {recipe} | {len(shared)} | " + " | ".join(cells) + " |")
+    print("\nAt the end of training (mean over seeds): effective rank of the batch embeddings, mean cosine of "
+          "different people in the batch, head accuracy on the training batches:\n")
+    print("| recipe | crop | effective rank | negative cosine | train acc (%) |")
+    print("|---|---|---|---|---|")
+    for (recipe, crop), seeds in sorted(runs.items()):
+        diag = [json.loads((Path(root) / f"{recipe}_{crop}__seed{s}" / "training.json").read_text())
+                for s in seeds if (Path(root) / f"{recipe}_{crop}__seed{s}" / "training.json").is_file()]
+        if diag:
+            def mean(k):
+                v = [d[k] for d in diag if k in d]
+                return f"{np.mean(v):.3g}" if v else "n/a"
+            acc = [d["train/acc_epoch"] for d in diag if "train/acc_epoch" in d]
+            print(f"| {recipe} | {crop} | {mean('diag/effective_rank')} | {mean('diag/negative_cosine')} | "
+                  f"{100 * np.mean(acc):.1f} |")
 
 
 if __name__ == "__main__":
