@@ -21,6 +21,8 @@ METRICS = (("lfw_devtest", "accuracy"), ("lfw_devtest", "tar@far=0.01"), ("cfp_f
 
 
 def fmt(values: list[float]) -> str:
+    if not values:
+        return "not measured"
     v = 100 * np.asarray(values, dtype=float)
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
 
@@ -46,7 +48,7 @@ def main(root: str) -> None:
         shared = sorted(set(a) & set(c))
         if not shared:
             continue
-        cells = [fmt([a[s][b][m] - c[s][b][m] for s in shared]) for b, m in METRICS]
+        cells = [fmt([a[s][b][m] - c[s][b][m] for s in shared if b in a[s] and b in c[s]]) for b, m in METRICS]
         print(f"| {recipe} | {len(shared)} | " + " | ".join(cells) + " |")
     print("\nAt the end of training (mean over seeds): effective rank of the batch embeddings, mean cosine of "
           "different people in the batch, head accuracy on the training batches:\n")
