@@ -96,3 +96,31 @@ def test_every_plus_group_option_composes_on_an_lfw_experiment(group, option):
             assert resolved["optimizer"]["nesterov"] is True and resolved["optimizer"]["lr"] == 0.01
     if group == "gallery":
         assert resolved["method"]["variant"] == "momentum"
+
+
+README_ALIGNMENT_LINES = [
+    ["+experiment=conventional_lfw_shallow", "alignment=five_point"],
+    ["data=folder", "data.train.root=/data/photos", "alignment=five_point", "benchmark=[lfw_view2,cfp_fp]",
+     "monitor=bench/lfw/accuracy"],
+    ["+experiment=conventional_lfw_shallow", "backbone=sface", "alignment=five_point", "data.image_size=112"],
+]
+
+
+@pytest.mark.parametrize("overrides", README_ALIGNMENT_LINES, ids=lambda o: " ".join(o))
+def test_readme_alignment_commands_align_every_source(overrides):
+    """The README's alignment lines compose, and the one option reaches the training data and every benchmark."""
+    cfg = resolve(compose_train(overrides))
+    target = "facelearn.data.landmarks.FivePointAlignment"
+    assert cfg["alignment"]["_target_"] == target
+    assert cfg["data"]["train"]["alignment"]["_target_"] == target
+    for name, bench in cfg["benchmark"].items():
+        assert bench["alignment"]["_target_"] == target, name
+    assert cfg["alignment"]["detector"].endswith("models/face_detection_yunet_2023mar_int8bq.onnx")
+
+
+def test_sface_backbone_builds_without_weights_at_112():
+    import torch
+    cfg = compose_train(["backbone=sface", "backbone.weights=null", "data.image_size=112"])
+    resolve(cfg)
+    net = instantiate(cfg.backbone).eval()
+    assert net(torch.zeros(1, 3, 112, 112)).shape == (1, 128)
