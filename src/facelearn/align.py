@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--list", default=None, help="a list file of 'relative/path label' lines under SRC")
     ap.add_argument("--detector", default=None, help=f"YuNet ONNX file (default: {DETECTOR_FILE} in "
                                                      "$FACELEARN_MODELS or ../shared/models)")
+    ap.add_argument("--detect-scale", type=float, default=2.0,
+                    help="upscale before detection (landmarks scaled back; more precise landmarks)")
     ap.add_argument("--score-threshold", type=float, default=0.9)
     ap.add_argument("--retry-threshold", type=float, default=0.2)
     ap.add_argument("--on-failure", choices=("fallback", "skip", "error"), default="fallback")
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.rec and not args.rec.endswith(".rec"):
         raise ValueError(f"--rec {args.rec} should end in .rec (the .idx and .names go beside it)")
     aligner = FivePointAlignment(detector, args.score_threshold, args.retry_threshold, on_failure="fallback",
-                                 fallback_fraction=args.fallback_fraction, workers=args.workers)
+                                 fallback_fraction=args.fallback_fraction, workers=args.workers,
+                                 detect_scale=args.detect_scale)
     aligner.check()
     sources = list_sources(args.src, args.list)
     out = Path(args.out)

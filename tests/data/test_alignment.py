@@ -128,7 +128,7 @@ def face_row(cx, cy, size=40.0, score=0.95):
 
 
 def scripted_aligner(answers, **kw):
-    a = lm.FivePointAlignment(str(YUNET), **kw)
+    a = lm.FivePointAlignment(str(YUNET), **{"detect_scale": 1.0, **kw})
     net = ScriptedNet(answers)
     a._net = lambda: net
     return a, net
@@ -157,6 +157,18 @@ def test_retries_low_threshold_then_upscaled_then_padded_then_fallback():
     a, net = scripted_aligner([])
     pts, score, stage, n = a.detect_one(np.zeros((100, 100, 3), np.uint8))
     assert stage == lm.FALLBACK and np.isnan(pts).all() and (score, n) == (0.0, 0) and len(net.calls) == 4
+
+
+def test_detect_scale_detects_on_the_upscaled_image_and_returns_original_pixels():
+    a, net = scripted_aligner([np.stack([face_row(100, 80)])], detect_scale=2.0)
+    pts, _, stage, _ = a.detect_one(np.zeros((100, 120, 3), np.uint8))
+    assert stage == 0 and net.calls == [(0.9, (200, 240))]
+    np.testing.assert_allclose(pts, face_row(100, 80)[4:14].reshape(5, 2) / 2, atol=1e-4)
+    empty = np.zeros((0, 15), np.float32)
+    a, net = scripted_aligner([empty, empty, empty, np.stack([face_row(150, 150)])], detect_scale=2.0, pad=0.25)
+    pts, _, stage, _ = a.detect_one(np.zeros((100, 100, 3), np.uint8))
+    assert lm.STAGES[stage] == "padded" and net.calls[2][1] == (400, 400) and net.calls[3][1] == (300, 300)
+    np.testing.assert_allclose(pts, (face_row(150, 150)[4:14].reshape(5, 2) - 50) / 2, atol=1e-4)
 
 
 def write_images(tmp_path, n):

@@ -118,18 +118,25 @@ class FivePointAlignment:
         on_failure: ``fallback`` (the caller's fallback crop, counted and listed) or ``error``.
         fallback_fraction: side of the centred fallback square / short side, when the caller gives no box.
         workers: detection threads (null: the CPUs available to the process).
+        detect_scale: the image is upscaled by this factor (bilinear) before detection and the landmarks scaled
+            back: YuNet places them more precisely on the larger image (measured: SFace on LFW View-2 99.10 % with
+            landmarks from the 250 px images, 99.47 % from the 2x images, single pass; the crop is warped from the
+            original image either way).
     """
 
     kind = "five_point"
 
     def __init__(self, detector: str, score_threshold: float = 0.9, retry_threshold: float | None = 0.2,
                  upscale: float = 2.0, pad: float = 0.25, on_failure: str = "fallback",
-                 fallback_fraction: float = 0.6, workers: int | None = None, nms_threshold: float = 0.3) -> None:
+                 fallback_fraction: float = 0.6, workers: int | None = None, nms_threshold: float = 0.3,
+                 detect_scale: float = 2.0) -> None:
         if on_failure not in ("fallback", "error"):
             raise ValueError(f"alignment.on_failure must be 'fallback' or 'error', got {on_failure!r}")
         for name, v in (("score_threshold", score_threshold), ("retry_threshold", retry_threshold)):
             if v is not None and not 0 < float(v) <= 1:
                 raise ValueError(f"alignment.{name} must be in (0, 1], got {v}")
+        if not detect_scale > 0:
+            raise ValueError(f"alignment.detect_scale must be > 0, got {detect_scale}")
         if not upscale >= 1 or not pad >= 0 or not 0 < fallback_fraction <= 1:
             raise ValueError(f"alignment: upscale must be >= 1 (got {upscale}), pad >= 0 (got {pad}), "
                              f"fallback_fraction in (0, 1] (got {fallback_fraction})")
@@ -138,6 +145,7 @@ class FivePointAlignment:
         self.upscale, self.pad, self.on_failure = float(upscale), float(pad), on_failure
         self.fallback_fraction = float(fallback_fraction)
         self.workers, self.nms_threshold = workers, float(nms_threshold)
+        self.detect_scale = float(detect_scale)
         self._local = threading.local()
 
     def __getstate__(self) -> dict:  # picklable (ddp_spawn, DataLoader workers): the per-thread detectors stay
@@ -156,7 +164,7 @@ class FivePointAlignment:
 
     def settings_key(self) -> str:
         return (f"yunet:{file_sha256(self.detector)}|{self.score_threshold}|{self.retry_threshold}|{self.upscale}|"
-                f"{self.pad}|{self.nms_threshold}")
+                f"{self.pad}|{self.nms_threshold}|{self.detect_scale}")
 
     def _net(self) -> YuNet:
         net = getattr(self._local, "net", None)
@@ -168,26 +176,29 @@ class FivePointAlignment:
         """(5, 2) landmarks in pixels of ``rgb``, score, stage, number of faces; stage ``fallback`` (NaN points)
         when every attempt fails."""
         h, w = rgb.shape[:2]
-        attempts: list[tuple[float, float, int]] = [(self.score_threshold, 1.0, 0)]
+        base = self.detect_scale
+        attempts: list[tuple[float, float, float]] = [(self.score_threshold, base, 0.0)]
         if self.retry_threshold is not None:
-            attempts.append((float(self.retry_threshold), 1.0, 0))
+            attempts.append((float(self.retry_threshold), base, 0.0))
             if self.upscale > 1:
-                attempts.append((float(self.retry_threshold), self.upscale, 0))
+                attempts.append((float(self.retry_threshold), base * self.upscale, 0.0))
             if self.pad > 0:
-                attempts.append((float(self.retry_threshold), 1.0, int(round(self.pad * max(h, w)))))
+                attempts.append((float(self.retry_threshold), base, self.pad))
         net = self._net()
-        for stage, (threshold, scale, border) in enumerate(attempts):
-            img = rgb
+        for stage, (threshold, scale, pad) in enumerate(attempts):
+            img, sx, sy = rgb, 1.0, 1.0
             if scale != 1.0:
-                img = net.cv2.resize(rgb, (int(round(w * scale)), int(round(h * scale))),
-                                     interpolation=net.cv2.INTER_LINEAR)
+                size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+                img = net.cv2.resize(rgb, size, interpolation=net.cv2.INTER_LINEAR)
+                sx, sy = size[0] / w, size[1] / h
+            border = int(round(pad * max(img.shape[:2])))
             if border:
-                img = np.pad(rgb, ((border, border), (border, border), (0, 0)))
+                img = np.pad(img, ((border, border), (border, border), (0, 0)))
             faces = net.detect(img, threshold)
             if len(faces):
                 k = nearest_centre(faces, img.shape[1], img.shape[0])
                 pts = faces[k, 4:14].reshape(5, 2).astype(np.float64)
-                pts = (pts - border) / scale
+                pts = (pts - border) / [sx, sy]  # the border is added after scaling
                 return pts.astype(np.float32), float(faces[k, 14]), stage, len(faces)
         return np.full((5, 2), np.nan, np.float32), 0.0, FALLBACK, 0
 
