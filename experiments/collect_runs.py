@@ -5,7 +5,8 @@
 
 Each run dir holding ``benchmark_metrics.json`` becomes ``OUT/<key values>__seed<k>/`` (``--keys``: the overrides
 whose values name the arm; a key the run does not set reads ``default``) with ``benchmark_metrics.json``,
-``overrides.yaml`` and ``training.json`` (last epoch's loss, head accuracy and images/s, from ``csv/metrics.csv``).
+``overrides.yaml`` and ``training.json`` (last epoch's loss, head accuracy and images/s and the last representation diagnostics, from
+``csv/metrics.csv``).
 Tables: ``facelearn-report OUT [--reference LABEL]``.
 """
 
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-KEYS = ("train/loss_epoch", "train/acc_epoch", "train/images_per_sec", "epoch")
+KEYS = ("train/loss_epoch", "train/acc_epoch", "train/images_per_sec", "epoch", "diag/effective_rank",
+        "diag/negative_cosine", "diag/probe_gallery_cosine")
 
 
 def main() -> None:

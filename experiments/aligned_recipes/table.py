@@ -4,7 +4,7 @@ aligned - centre crop (same recipe and seed: same training people and images, sa
     python experiments/aligned_recipes/table.py experiments/results/aligned_recipes/runs > .../table.md
 
 Reads ``<recipe>_<alignment>__seed<k>/benchmark_metrics.json`` (made by experiments/collect_runs.py with
-``--keys +experiment alignment``).
+``--keys experiment alignment``).
 """
 
 from __future__ import annotations
