@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelearn.data.alignment import alignment_matrix, box_matrix, center_box, warp
+from facelearn.data.alignment import warp
 from facelearn.data.images import read_rgb
 from facelearn.data.landmarks import FALLBACK, STAGES, FivePointAlignment, available_cpus
 from facelearn.data.records import IdentityFolder, ImageList
@@ -157,10 +157,7 @@ def run(args: argparse.Namespace) -> dict:
         rel = targets[i]
         if rel is None:
             return
-        rgb = read_rgb(paths[i])
-        m = (alignment_matrix(marks.points[i]) if marks.stage[i] != FALLBACK else
-             box_matrix(center_box(rgb.shape[1], rgb.shape[0], args.fallback_fraction)))
-        crop = warp(rgb, m)
+        crop = warp(read_rgb(paths[i]), matrices[i])
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         from PIL import Image
@@ -171,6 +168,7 @@ def run(args: argparse.Namespace) -> dict:
             img.save(dst)
 
     t1 = time.perf_counter()
+    matrices = aligner.matrices_of(marks, paths)  # a face without landmarks: the centred fallback square
     with ThreadPoolExecutor(args.workers or available_cpus()) as ex:
         list(ex.map(write, range(n)))
     with open(out / "landmarks.tsv", "w", encoding="utf-8") as fh:

@@ -115,14 +115,9 @@ class BackboneEmbedder(torch.nn.Module):
     def embedding_network(self) -> torch.nn.Module:
         return self.backbone
 
-    @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        from facelearn.data.transforms import normalize
-        x = normalize(images.to(self.device))
-        feats = self.backbone(x).float()
-        if self.flip_tta:
-            feats = feats + self.backbone(x.flip(3)).float()
-        return torch.nn.functional.normalize(feats, dim=1)
+        from facelearn.methods.base import embed_batch
+        return embed_batch(self.backbone, images, self.flip_tta, self.device)
 
 
 def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:

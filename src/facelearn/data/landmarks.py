@@ -260,10 +260,14 @@ class FivePointAlignment:
         """(N, 2, 3) matrices from image pixels to the aligned 112 crop; a fallback image i uses the box
         ``fallback(i)`` (left, top, right, bottom) when the caller has one, else the centred ``fallback_fraction``
         square."""
+        return self.matrices_of(self.landmarks(paths, cache_dir, what), paths, fallback)
+
+    def matrices_of(self, marks: Landmarks, paths: list[str],
+                    fallback: Callable[[int], tuple[float, float, float, float] | None] | None = None) -> np.ndarray:
+        """``matrices`` from landmarks already detected."""
         from facelearn.data.alignment import alignment_matrix, box_matrix, center_box
         from facelearn.data.images import image_size
 
-        marks = self.landmarks(paths, cache_dir, what)
         out = np.empty((len(paths), 2, 3))
         for i, (pts, stage) in enumerate(zip(marks.points, marks.stage)):
             if stage != FALLBACK:

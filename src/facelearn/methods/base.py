@@ -82,12 +82,7 @@ class FaceModule(pl.LightningModule):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        net = self.embedding_network()
-        x = normalize(images.to(self.device))
-        feats = net(x).float()
-        if self.flip_tta:
-            feats = feats + net(x.flip(3)).float()
-        return F.normalize(feats, dim=1)
+        return embed_batch(self.embedding_network(), images, self.flip_tta, self.device)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -187,3 +182,13 @@ def _legacy_objective_keys(state_dict: dict[str, Any], prefix: str, *args: Any) 
     """Checkpoints written before the joint objective held ``head.*`` / ``pair_losses.*`` at the top level."""
     for key in [k for k in state_dict if k.startswith((prefix + "head.", prefix + "pair_losses."))]:
         state_dict[prefix + "objective." + key[len(prefix):]] = state_dict.pop(key)
+
+
+@torch.no_grad()
+def embed_batch(net: nn.Module, images: torch.Tensor, flip_tta: bool, device: torch.device) -> torch.Tensor:
+    """uint8 (or [-1, 1]) images -> L2-normalised embeddings of ``net``: normalise(f(x) [+ f(flip(x))])."""
+    x = normalize(images.to(device))
+    feats = net(x).float()
+    if flip_tta:
+        feats = feats + net(x.flip(3)).float()
+    return F.normalize(feats, dim=1)
