@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from hydra.utils import get_class, instantiate
@@ -9,13 +10,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from facelearn.methods.base import FaceModule
+from facelearn.nn.freeze import freeze_through
 from facelearn.validate import check_checkpoint_file
+
+log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
     """Instantiate the method's LightningModule with its backbone, head, optimiser and schedule."""
     kwargs: dict[str, Any] = {
-        "backbone": init_backbone(instantiate(cfg.backbone), cfg.get("init_from")),
+        "backbone": freeze_backbone(init_backbone(instantiate(cfg.backbone), cfg.get("init_from")),
+                                    cfg.get("freeze")),
         "optimizer": instantiate(cfg.optimizer),
         "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     }
@@ -45,6 +50,15 @@ def init_backbone(backbone: nn.Module, path: str | None) -> nn.Module:
     state = check_checkpoint_file(str(path), "init_from")["state_dict"]
     weights = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     backbone.load_state_dict(weights)  # strict: check_init_backbone has compared the configs
+    return backbone
+
+
+def freeze_backbone(backbone: nn.Module, through: str | None) -> nn.Module:
+    """``freeze``: keep the backbone's weights and BatchNorm statistics fixed up to and including that module."""
+    frozen, total = freeze_through(backbone, through)
+    if through:
+        log.info("freeze=%s: %.2fM of the backbone's %.2fM parameters and their BatchNorm statistics kept fixed",
+                 through, frozen / 1e6, total / 1e6)
     return backbone
 
 

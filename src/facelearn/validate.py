@@ -72,6 +72,11 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
         raise FileNotFoundError(f"alignment.detector: face detector model {detector} does not exist (a YuNet ONNX "
                                 "file, e.g. face_detection_yunet_2023mar*.onnx from OpenCV Zoo; set "
                                 "alignment.detector=... or paths.models_dir=... / env FACELEARN_MODELS)")
+    if cfg.get("freeze"):  # the module name, before any data are decoded (weights are not read for this)
+        from hydra.utils import instantiate
+        from facelearn.nn.freeze import frozen_modules
+        shape_only = {"weights": None} if "weights" in cfg.backbone else {}
+        frozen_modules(instantiate(cfg.backbone, **shape_only), str(cfg.freeze))
     if cfg.get("init_from"):  # (with ckpt_path too: a resumed fine-tuning run; the checkpoint's weights win)
         check_init_backbone(check_checkpoint_file(str(cfg.init_from), "init_from"), cfg)
     ckpt = cfg.get("ckpt_path")

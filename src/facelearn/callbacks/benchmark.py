@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
-from facelearn.eval.embedding import evaluate_set, sync_buffers
+from facelearn.eval.embedding import evaluate_sets, sync_buffers
 from facelearn.eval.scorers import CosineScorer
 from facelearn.eval.verification import DEFAULT_FARS
 from facelearn.loggers import log_benchmark_results
@@ -47,10 +47,8 @@ class BenchmarkCallback(pl.Callback):
         context = datamodule.scorer_context()
         for scorer in self.scorers.values():
             scorer.fit(pl_module, context)
-        for name, bench_set in datamodule.benchmark_sets.items():
-            curves[name] = {}
-            results[name] = evaluate_set(pl_module, bench_set, self.scorers, self.fars, self.batch_size,
-                                         trainer.global_rank, trainer.world_size, curves[name])
+        results = evaluate_sets(pl_module, datamodule.benchmark_sets, self.scorers, self.fars, self.batch_size,
+                                trainer.global_rank, trainer.world_size, curves)
         self.last_results, self.last_curves, self._last_step = results, curves, trainer.global_step
         return results
 

@@ -1,4 +1,5 @@
-"""Embedding a benchmark's images once, sharded across ranks, and scoring them (``evaluate_set``).
+"""Embedding a benchmark's images once, sharded across ranks, and scoring them (``evaluate_set``; several
+benchmarks with the images they share embedded once: ``evaluate_sets``).
 
 Embeddings are collected in a torchmetrics ``Metric`` whose states are concatenated across processes, so under DDP
 each rank embeds a disjoint shard and every rank ends with all embeddings in the original order: the metrics are the
@@ -7,6 +8,7 @@ same as a single-process evaluation of the same weights.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -80,3 +82,45 @@ def evaluate_set(module: Any, bench_set: BenchmarkSet, scorers: dict[str, Any] |
     fills ``curves`` with its ROC curves when given)."""
     emb = embed_images(module, bench_set.images, batch_size, rank, world_size)
     return bench_set.metrics(emb, scorers or {}, tuple(fars), curves)
+
+
+def distinct_images(image_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct images of several uint8 arrays (N_i, 3, S, S) of one size, in first-seen order, and for each
+    array the row of each of its images there (equal bytes = the same image: e.g. CFP-FP and CFP-FF share the
+    frontal faces, LFW's pair files share most people)."""
+    rows: dict[bytes, int] = {}
+    first: list[tuple[int, int]] = []
+    maps = []
+    for k, images in enumerate(image_sets):
+        where = np.empty(len(images), dtype=np.int64)
+        for i, image in enumerate(images):
+            key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+            row = rows.setdefault(key, len(rows))
+            if row == len(first):
+                first.append((k, i))
+            where[i] = row
+        maps.append(where)
+    if not first:
+        return np.empty((0,) + image_sets[0].shape[1:], np.uint8) if image_sets else np.empty(0, np.uint8), maps
+    return np.stack([image_sets[k][i] for k, i in first]), maps
+
+
+def evaluate_sets(module: Any, bench_sets: dict[str, BenchmarkSet], scorers: dict[str, Any] | None = None,
+                  fars: tuple[float, ...] = DEFAULT_FARS, batch_size: int = 256, rank: int = 0, world_size: int = 1,
+                  curves: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, float]]:
+    """``evaluate_set`` of each benchmark, every distinct image of benchmarks of one image size embedded once."""
+    results: dict[str, dict[str, float]] = {}
+    by_size: dict[tuple[int, ...], list[str]] = {}
+    for name, bench_set in bench_sets.items():
+        by_size.setdefault(tuple(bench_set.images.shape[1:]), []).append(name)
+    embeddings: dict[str, torch.Tensor] = {}
+    for names in by_size.values():
+        unique, maps = distinct_images([bench_sets[n].images for n in names])
+        emb = embed_images(module, unique, batch_size, rank, world_size)
+        embeddings.update({n: emb[torch.from_numpy(m)] for n, m in zip(names, maps)})
+    for name, bench_set in bench_sets.items():  # in the configured order
+        if curves is not None:
+            curves[name] = {}
+        results[name] = bench_set.metrics(embeddings[name], scorers or {}, tuple(fars),
+                                          None if curves is None else curves[name])
+    return results

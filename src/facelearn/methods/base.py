@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from facelearn.data.transforms import normalize
+from facelearn.nn.freeze import keep_frozen_in_eval
 from facelearn.nn.objective import JointObjective
 from facelearn.nn.partial_fc import PartialFC
 
@@ -83,6 +84,12 @@ class FaceModule(pl.LightningModule):
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return embed_batch(self.embedding_network(), images, self.flip_tta, self.device)
+
+    def train(self, mode: bool = True) -> FaceModule:
+        super().train(mode)
+        if mode:  # freeze=<module>: the frozen bottom of the backbone keeps its BatchNorm statistics
+            keep_frozen_in_eval(self)
+        return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from facelearn.data.images import FaceCrop, crop_resize, decode_faces
+from facelearn.data.splits import identity_key
 from facelearn.data.synthetic import SyntheticFaces
 from facelearn.eval.verification import roc_points, verification_metrics
 from facelearn.protocols.base import BenchmarkSet, Protocol
@@ -138,28 +139,49 @@ class LFWPairs(Protocol):
 
     ``alignment`` (``alignment=five_point``: a ``facelearn.data.landmarks.FivePointAlignment``) aligns every image
     onto the ArcFace template from detected landmarks; an image without a detected face takes the centre crop.
+    ``exclude_people``: a file of names (one per line; e.g. a run's ``train_identities.txt``): every pair with one of
+    them is dropped, the counts logged (View-2 of the people a model was not trained on).
     """
 
     def __init__(self, pairs_file: str, image_root: str, center_crop: int | None = None, name: str | None = None,
-                 extension: str = "jpg", alignment=None) -> None:
+                 extension: str = "jpg", alignment=None, exclude_people: str | None = None) -> None:
         self.pairs_file, self.image_root, self.center_crop = str(pairs_file), str(image_root), center_crop
         self.alignment = alignment
+        self.exclude_people = None if exclude_people is None else str(exclude_people)
+        self._excluded = read_names(self.exclude_people, "exclude_people") if self.exclude_people else set()
         self.name = name or os.path.splitext(os.path.basename(self.pairs_file))[0]
         self.extension = extension
 
     def image_path(self, name: str, index: int) -> str:
         return os.path.join(self.image_root, name, f"{name}_{index:04d}.{self.extension}")
 
+    def read_pairs(self) -> tuple[list[tuple[str, int, str, int]], np.ndarray, np.ndarray, list[int]]:
+        """The pairs (without those of ``exclude_people``), same flags, folds and the pairs file's line numbers."""
+        pairs, issame, folds = parse_pairs_file(self.pairs_file)
+        with open(self.pairs_file, encoding="utf-8") as fh:
+            linenos = [n for n, line in enumerate(fh, 1) if line.strip()][1:]
+        if not self._excluded:
+            return pairs, issame, folds, linenos
+        excluded = {identity_key(n) for n in self._excluded}
+        keep = np.array([identity_key(p[0]) not in excluded and identity_key(p[2]) not in excluded for p in pairs],
+                        dtype=bool)
+        if not keep[issame].any() or not keep[~issame].any():
+            raise ValueError(f"{self.pairs_file}: exclude_people={self.exclude_people} leaves no "
+                             f"{'matched' if not keep[issame].any() else 'mismatched'} pair")
+        log.info("%s: exclude_people=%s drops %d of %d pairs (kept: %d matched, %d mismatched)", self.name,
+                 self.exclude_people, int((~keep).sum()), len(pairs), int((keep & issame).sum()),
+                 int((keep & ~issame).sum()))
+        return ([p for p, k in zip(pairs, keep) if k], issame[keep], folds[keep],
+                [n for n, k in zip(linenos, keep) if k])
+
     def identities(self) -> set[str]:
-        pairs, _, _ = parse_pairs_file(self.pairs_file)
+        pairs = self.read_pairs()[0]
         return {p[0] for p in pairs} | {p[2] for p in pairs}
 
     def load(self, image_size: int, cache_dir: str | None = None) -> PairSet:
-        pairs, issame, folds = parse_pairs_file(self.pairs_file)
+        pairs, issame, folds, linenos = self.read_pairs()
         keys: dict[tuple[str, int], int] = {}
         index = np.empty((len(pairs), 2), dtype=np.int64)
-        with open(self.pairs_file, encoding="utf-8") as fh:
-            linenos = [n for n, line in enumerate(fh, 1) if line.strip()][1:]
         for row, (n1, i1, n2, i2) in enumerate(pairs):
             for col, key in enumerate(((n1, i1), (n2, i2))):
                 if key not in keys:
@@ -173,6 +195,18 @@ class LFWPairs(Protocol):
                               what=f"benchmark {self.name}")
         names = {k[0] for k in keys}
         return PairSet(self.name, images, index, issame, folds, names)
+
+
+def read_names(path: str, option: str) -> set[str]:
+    """A file of names, one per line (blank lines and ``#`` comments ignored)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{option}: {path} does not exist (a file of person names, one per line, e.g. a "
+                                "training run's train_identities.txt)")
+    with open(path, encoding="utf-8") as fh:
+        names = {line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")}
+    if not names:
+        raise ValueError(f"{option}: {path} holds no names")
+    return names
 
 
 class _BinUnpickler(pickle.Unpickler):
