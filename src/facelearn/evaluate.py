@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from facelearn.build import build_module
-from facelearn.eval.embedding import evaluate_sets
+from facelearn.eval.embedding import default_batch_size, evaluate_sets
 from facelearn.eval.scorers import CosineScorer, ScorerContext
 from facelearn.loggers import quiet_lightning_advert
 from facelearn.protocols import load_protocols
@@ -191,7 +191,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         scorer.fit(module, context)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
     curves: dict[str, dict] = {name: {} for name in bench_sets}
-    batch_size = cfg.batch_size or (256 if str(getattr(module, "device", "cpu")).startswith("cuda") else 16)
+    batch_size = cfg.batch_size or default_batch_size(getattr(module, "device", "cpu"))
     results = evaluate_sets(module, bench_sets, scorers, fars=tuple(cfg.fars), batch_size=batch_size, curves=curves)
     what = cfg.get("onnx_path") or cfg.ckpt_path or f"{cfg.backbone._target_} ({cfg.backbone.get('weights')})"
     print(f"\nEvaluation of {what}:\n{format_table(results, tuple(cfg.fars))}\n"

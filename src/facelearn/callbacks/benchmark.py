@@ -10,7 +10,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
-from facelearn.eval.embedding import evaluate_sets, sync_buffers
+from facelearn.eval.embedding import default_batch_size, evaluate_sets, sync_buffers
 from facelearn.eval.scorers import CosineScorer
 from facelearn.eval.verification import DEFAULT_FARS
 from facelearn.loggers import log_benchmark_results
@@ -26,7 +26,7 @@ class BenchmarkCallback(pl.Callback):
     ``<output_dir>/<output_file>`` (JSON) and prints one table at the end of fit.
     """
 
-    def __init__(self, every_n_epochs: int = 1, batch_size: int = 256, fars: list[float] | tuple = DEFAULT_FARS,
+    def __init__(self, every_n_epochs: int = 1, batch_size: int | None = None, fars: list[float] | tuple = DEFAULT_FARS,
                  scorers: dict[str, Any] | None = None, output_dir: str | None = None,
                  output_file: str = "benchmark_metrics.json", run_after_fit: bool = True) -> None:
         if every_n_epochs < 1:
@@ -47,7 +47,8 @@ class BenchmarkCallback(pl.Callback):
         context = datamodule.scorer_context()
         for scorer in self.scorers.values():
             scorer.fit(pl_module, context)
-        results = evaluate_sets(pl_module, datamodule.benchmark_sets, self.scorers, self.fars, self.batch_size,
+        batch_size = self.batch_size or default_batch_size(pl_module.device)
+        results = evaluate_sets(pl_module, datamodule.benchmark_sets, self.scorers, self.fars, batch_size,
                                 trainer.global_rank, trainer.world_size, curves)
         self.last_results, self.last_curves, self._last_step = results, curves, trainer.global_step
         return results

@@ -56,6 +56,12 @@ def sync_buffers(module: torch.nn.Module, world_size: int) -> None:
             torch.distributed.broadcast(buf.data, src=0)
 
 
+def default_batch_size(device: Any) -> int:
+    """Images per evaluation forward: 256 on a GPU, 16 on CPU (measured, SFace at 112 px on 2 cores: 69 images/s
+    at 16, 27 at 256: large CPU batches fall out of cache)."""
+    return 256 if str(device).startswith("cuda") else 16
+
+
 def embed_images(module: Any, images: np.ndarray, batch_size: int = 256, rank: int = 0,
                  world_size: int = 1) -> torch.Tensor:
     """All-rank embeddings of ``images`` (uint8 N,3,S,S) in order; each rank embeds ``rank::world_size``."""
