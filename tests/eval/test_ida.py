@@ -81,8 +81,21 @@ def test_anchor_folder_rejects_benchmark_identities(tmp_path):
 
     with pytest.raises(ValueError, match="benchmark identities.*bob"):
         AnchorSet("folder", folder=str(tmp_path)).build(_Module(), ScorerContext(8, None, {"lfw": {"bob", "carol"}}))
+    with pytest.raises(ValueError, match="benchmark identities.*alice"):  # CFP writes names with spaces
+        AnchorSet("folder", folder=str(tmp_path)).build(_Module(), ScorerContext(8, None, {"cfp": {"Alice"}}))
     ok = ScorerContext(8, None, {"lfw": {"carol"}})
     assert AnchorSet("folder", folder=str(tmp_path)).build(_Module(), ok).shape == (2, 192)
+
+
+def test_only_real_db_anchors_and_ida_l_without_folder_anchors_need_training_data(tmp_path):
+    from facelearn.eval.scorers import IDALScorer, IDARScorer
+
+    assert IDARScorer(anchors="real-db").needs_training_data
+    assert not IDARScorer(anchors="fc-weights").needs_training_data
+    assert not IDARScorer(anchors="folder", folder=str(tmp_path)).needs_training_data
+    assert IDALScorer(anchors="real-db").needs_training_data  # its regressor trains on training images
+    assert not IDALScorer(anchors="folder", folder=str(tmp_path)).needs_training_data  # ... or on the anchors
+    assert not IDALScorer(regressor_path=str(tmp_path / "r.pt")).needs_training_data
 
 
 def test_real_db_one_image_per_training_identity_and_overlap_check():
@@ -158,3 +171,36 @@ def test_ida_l_support_sets_hold_no_anchor_of_the_query_identity(monkeypatch):
     top = sims.masked_fill(mask, -2.0).topk(3, dim=1).values
     assert torch.allclose(seen["targets"], sc.log_density(top.double(), 1.0).float(), atol=1e-5)
     assert scorer.own_identity_dropped > 0  # the own anchor was among the nearest, and was skipped
+
+
+def test_ida_l_with_folder_anchors_trains_on_them_without_their_own_identity(tmp_path, monkeypatch):
+    """A pretrained model has no training data: with anchors=folder the regressor's targets are log F of each
+    anchor over the k nearest anchors of *other* folders (identities)."""
+    from PIL import Image
+
+    import facelearn.eval.scorers as sc
+
+    rng = np.random.default_rng(3)
+    for person in ("p0", "p1", "p2", "p3", "p4"):
+        (tmp_path / person).mkdir()
+        base = rng.integers(0, 255, (4, 4, 3))
+        for i in range(2):
+            img = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / person / f"{i}.png")
+    seen = {}
+
+    def capture(emb, targets, *a, **k):
+        seen["emb"], seen["targets"] = emb, targets
+        return torch.nn.Linear(1, 1), 0.0
+
+    monkeypatch.setattr(sc, "fit_regressor", capture)
+    scorer = sc.IDALScorer(k=2, tau=1.0, anchors="folder", folder=str(tmp_path), backend="torch")
+    assert not scorer.needs_training_data
+    scorer.fit(_Module(), sc.ScorerContext(4, None, {"t": {"x"}}))
+    anchors, labels = scorer.index.anchors, torch.from_numpy(scorer.anchor_set.labels)
+    assert len(anchors) == 10 and torch.bincount(labels).tolist() == [2] * 5
+    sims = anchors @ anchors.T
+    top = sims.masked_fill(labels[:, None] == labels[None, :], -2.0).topk(2, dim=1).values
+    assert torch.allclose(seen["emb"], anchors)
+    assert torch.allclose(seen["targets"], sc.log_density(top.double(), 1.0).float(), atol=1e-5)
+    assert scorer.own_identity_dropped >= 10  # each anchor itself was its nearest

@@ -19,6 +19,7 @@ import torch
 
 from facelearn.data.images import FaceCrop, decode_images
 from facelearn.data.records import image_files
+from facelearn.data.splits import identity_key
 from facelearn.eval.embedding import embed_images
 from facelearn.eval.ida import AnchorIndex, SupportSetRegressor, fit_regressor, log_dao, log_density, \
     pick_one_per_class
@@ -56,6 +57,13 @@ class CosineScorer:
 
     def __call__(self, embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         return (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(1)
+
+
+def same_identities(names: set[str], others: set[str]) -> set[str]:
+    """The ``names`` that are also in ``others``, compared as ``identity_key`` (CFP's "Aaron Rodgers" is LFW's
+    "Aaron_Rodgers")."""
+    keys = {identity_key(o) for o in others}
+    return {n for n in names if identity_key(n) in keys}
 
 
 def _folder_images(root: str) -> tuple[list[str], list[str]]:
@@ -104,7 +112,7 @@ class AnchorSet:
             idx = pick_one_per_class(ds.labels.numpy(), self.max_anchors, self.seed)
             names = {ds.class_names[c] for c in ds.labels[idx].tolist()}
             for bname, ids in context.benchmark_identities.items():
-                overlap = names & ids
+                overlap = same_identities(names, ids)
                 if overlap:
                     raise ValueError(f"ida real-db anchors include identities of benchmark {bname!r} "
                                      f"(e.g. {sorted(overlap)[:5]}): the model was trained on test people")
@@ -113,7 +121,7 @@ class AnchorSet:
             return embed_images(module, ds.images[idx].numpy())
         paths, names = _folder_images(self.folder)
         bench_ids = set().union(*context.benchmark_identities.values()) if context else set()
-        overlap = set(names) & bench_ids
+        overlap = same_identities(set(names), bench_ids)
         if overlap:
             raise ValueError(f"ida anchor folder {self.folder} contains benchmark identities {sorted(overlap)[:5]}: "
                              "anchors must never contain test identities")
@@ -123,13 +131,12 @@ class AnchorSet:
             raise ValueError("ida anchors=folder needs the image size (ScorerContext)")
         images = decode_images([paths[i] for i in keep], FaceCrop(context.image_size, self.center_crop),
                                context.cache_dir)
+        _, self.labels = np.unique(np.array([names[i] for i in keep]), return_inverse=True)  # identity = folder
         return embed_images(module, images)
 
 
 class IDARScorer:
     """IDA-R (Algorithm 1): support sets = the k most similar anchors; score = log DAO (eq. 4)."""
-
-    needs_training_data = True
 
     def __init__(self, k: int = 10, tau: float = 1.0, anchors: str = "real-db", max_anchors: int = 50000,
                  seed: int = 0, folder: str | None = None, backend: str = "faiss", kind: str = "flat",
@@ -138,6 +145,11 @@ class IDARScorer:
         self.anchor_set = AnchorSet(anchors, max_anchors, seed, folder, center_crop)
         self.index_kw = dict(backend=backend, kind=kind, use_gpu=use_gpu)
         self.index: AnchorIndex | None = None
+
+    @property
+    def needs_training_data(self) -> bool:
+        """real-db anchors are training images; fc-weights and folder anchors need no training data."""
+        return self.anchor_set.source == "real-db"
 
     def fit(self, module: Any, context: ScorerContext | None = None) -> None:
         self.index = AnchorIndex(self.anchor_set.build(module, context), **self.index_kw)
@@ -160,8 +172,10 @@ class IDALScorer(IDARScorer):
 
     ``fit`` trains the regressor stage-wise on the frozen model: targets are log F of (up to ``max_train``)
     training-image embeddings over their support sets, which hold only *inter-class* neighbours (the paper's
-    footnote 1): an anchor of the query's own identity (its real-db image, its own class prototype) is skipped. It
-    is saved to ``save_path`` and reloaded from ``regressor_path`` when given.
+    footnote 1): an anchor of the query's own identity (its real-db image, its own class prototype) is skipped.
+    With ``anchors=folder`` (e.g. a pretrained model without training data) the regressor trains on the anchor
+    images themselves, each one's support set without the anchors of its own folder. It is saved to ``save_path``
+    and reloaded from ``regressor_path`` when given.
     """
 
     def __init__(self, k: int = 10, tau: float = 1.0, anchors: str = "real-db", max_anchors: int = 50000,
@@ -177,7 +191,8 @@ class IDALScorer(IDARScorer):
 
     @property
     def needs_training_data(self) -> bool:  # type: ignore[override]
-        return self.regressor_path is None
+        # its regressor trains on training-image embeddings (folder anchors: on the anchors)
+        return self.regressor_path is None and self.anchor_set.source != "folder"
 
     def fit(self, module: Any, context: ScorerContext | None = None) -> None:
         if self.regressor_path:
@@ -186,19 +201,27 @@ class IDALScorer(IDARScorer):
             self.regressor.load_state_dict(state["state_dict"])
             self.regressor.eval()
             return
-        if context is None or context.train_dataset is None:
-            raise ValueError("IDA-L needs the run's training data to fit its regressor (or ida.*.regressor_path)")
+        folder = self.anchor_set.source == "folder"
+        if not folder and (context is None or context.train_dataset is None):
+            raise ValueError("IDA-L needs the run's training data to fit its regressor (or ida.*.regressor_path, "
+                             "or anchors=folder: then it trains on the anchors)")
         super().fit(module, context)
-        ds = context.train_dataset
         rng = np.random.default_rng(self.anchor_set.seed + 1)
-        train_idx = np.sort(rng.permutation(len(ds))[:self.max_train])
-        emb = embed_images(module, ds.images[train_idx].numpy())
-        sims, idx = self.index.search(emb, min(self.k + 1, len(self.index)))
-        if self.anchor_set.labels is not None:  # one anchor per class at most: drop the query's own identity's
-            own = torch.from_numpy(self.anchor_set.labels)[idx] == ds.labels[train_idx][:, None]
-            order = torch.argsort(own.int(), dim=1, stable=True)  # own-identity anchors last, then cut at k
-            sims = sims.gather(1, order)
-            self.own_identity_dropped = int(own[:, :self.k].sum())
+        anchor_labels = torch.from_numpy(np.asarray(self.anchor_set.labels))
+        if folder:
+            train_idx = np.sort(rng.permutation(len(self.index))[:self.max_train])
+            emb, labels = self.index.anchors[train_idx], anchor_labels[train_idx]
+        else:
+            ds = context.train_dataset
+            train_idx = np.sort(rng.permutation(len(ds))[:self.max_train])
+            emb, labels = embed_images(module, ds.images[train_idx].numpy()), ds.labels[train_idx]
+        # the most anchors one identity has: that many extra neighbours leave k of other identities
+        extra = int(torch.bincount(anchor_labels.long()).max())
+        sims, idx = self.index.search(emb, min(self.k + extra, len(self.index)))
+        own = anchor_labels[idx] == labels[:, None]
+        order = torch.argsort(own.int(), dim=1, stable=True)  # own-identity anchors last, then cut at k
+        sims = sims.gather(1, order)
+        self.own_identity_dropped = int(own[:, :self.k].sum())
         targets = log_density(sims[:, :self.k], self.tau).float()
         self.regressor, self.train_mse = fit_regressor(emb, targets, self.hidden, self.epochs,
                                                        seed=self.anchor_set.seed)

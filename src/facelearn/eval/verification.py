@@ -43,7 +43,9 @@ def _best_threshold(scores: np.ndarray, issame: np.ndarray) -> tuple[float, floa
     return float(t), float(correct[best]) / max(len(s), 1)
 
 
-def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray) -> dict[str, float]:
+def fold_accuracies(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy of each fold at the threshold chosen on the other folds, and those thresholds (fold order: sorted
+    fold ids). Two scorers on one benchmark pair by fold: their per-fold differences give a paired spread."""
     scores, issame, folds = np.asarray(scores, np.float64), np.asarray(issame, bool), np.asarray(folds)
     accs, thresholds = [], []
     for f in np.unique(folds):
@@ -51,6 +53,11 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray) ->
         t, _ = _best_threshold(scores[~test], issame[~test])
         accs.append(float(((scores[test] >= t) == issame[test]).mean()))
         thresholds.append(t)
+    return np.array(accs), np.array(thresholds)
+
+
+def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: np.ndarray) -> dict[str, float]:
+    accs, thresholds = fold_accuracies(scores, issame, folds)
     return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
             "threshold": float(np.mean(thresholds))}
 
