@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
@@ -147,7 +148,22 @@ def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
     return OnnxEmbedder(onnx_path), run_config(check_checkpoint_file(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
 
 
-def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+@dataclass
+class Evaluation:
+    """What ``facelearn.evaluate`` scores: the model, its run's config (None: a backbone or ONNX model alone), the
+    decoded benchmark sets and the prepared scorers (cosine first), with the ``ScorerContext`` they were fitted in.
+    Scripts that score one set of embeddings many ways (the IDA sweeps) start from here."""
+
+    module: Any
+    run_cfg: DictConfig
+    bench_sets: dict[str, Any]
+    scorers: dict[str, Any]
+    context: ScorerContext
+    batch_size: int
+
+
+def prepare_evaluation(cfg: DictConfig) -> Evaluation:
+    """Model, benchmarks and fitted scorers of an evaluate config (nothing embedded for the benchmarks yet)."""
     module, run_cfg = load_model(cfg)
     if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here
         if cfg.get("benchmark") is None:
@@ -190,9 +206,15 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         t0 = time.perf_counter()
         scorer.fit(module, context)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
-    curves: dict[str, dict] = {name: {} for name in bench_sets}
     batch_size = cfg.batch_size or default_batch_size(getattr(module, "device", "cpu"))
-    results = evaluate_sets(module, bench_sets, scorers, fars=tuple(cfg.fars), batch_size=batch_size, curves=curves)
+    return Evaluation(module, run_cfg, bench_sets, scorers, context, batch_size)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    ev = prepare_evaluation(cfg)
+    curves: dict[str, dict] = {name: {} for name in ev.bench_sets}
+    results = evaluate_sets(ev.module, ev.bench_sets, ev.scorers, fars=tuple(cfg.fars), batch_size=ev.batch_size,
+                            curves=curves)
     what = cfg.get("onnx_path") or cfg.ckpt_path or f"{cfg.backbone._target_} ({cfg.backbone.get('weights')})"
     print(f"\nEvaluation of {what}:\n{format_table(results, tuple(cfg.fars))}\n"
           f"{format_identification_table(results)}\n", flush=True)

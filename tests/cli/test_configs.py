@@ -124,3 +124,19 @@ def test_sface_backbone_builds_without_weights_at_112():
     resolve(cfg)
     net = instantiate(cfg.backbone).eval()
     assert net(torch.zeros(1, 3, 112, 112)).shape == (1, 128)
+
+
+@pytest.mark.parametrize("name", [n for n in options("experiment")
+                                  if compose_train([f"+experiment={n}"]).get("freeze")])
+def test_an_experiments_freeze_names_a_module_of_its_backbone(name):
+    from facelearn.nn.freeze import frozen_modules
+    cfg = compose_train([f"+experiment={name}", "backbone.weights=null"])
+    resolve(cfg)
+    assert frozen_modules(instantiate(cfg.backbone), cfg.freeze)
+
+
+def test_unknown_freeze_module_stops_before_any_data():
+    from facelearn.validate import validate_train_config
+    cfg = compose_train(["freeze=layer9"])
+    with pytest.raises(ValueError, match=r"freeze=layer9: SmallFaceNet has no module of that name"):
+        validate_train_config(cfg)

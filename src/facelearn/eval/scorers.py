@@ -206,6 +206,11 @@ class IDALScorer(IDARScorer):
             raise ValueError("IDA-L needs the run's training data to fit its regressor (or ida.*.regressor_path, "
                              "or anchors=folder: then it trains on the anchors)")
         super().fit(module, context)
+        self.train_regressor(module, context)
+
+    def train_regressor(self, module: Any, context: ScorerContext | None) -> None:
+        """Fit the regressor over the anchors already indexed (``self.index``, ``self.anchor_set.labels``)."""
+        folder = self.anchor_set.source == "folder"
         rng = np.random.default_rng(self.anchor_set.seed + 1)
         anchor_labels = torch.from_numpy(np.asarray(self.anchor_set.labels))
         if folder:
