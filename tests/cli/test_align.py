@@ -120,6 +120,31 @@ def test_pretrained_sface_evaluates_on_aligned_pairs_as_typed(tmp_path):
     assert "five landmarks of" in proc.stdout + proc.stderr and "SFaceNet" in proc.stdout
 
 
+@needs_shared
+def test_ida_on_a_pretrained_backbone_with_aligned_folder_anchors_as_typed(tmp_path):
+    """The README's IDA command for a backbone without a training run: anchors aligned by facelearn.align (one image
+    of 12 LFW people not in pairsDevTest), IDA-R and IDA-L on a 40-pair slice of pairsDevTest (README: CFP-FP)."""
+    pytest.importorskip("onnx")
+    lines = (LFW / "pairsDevTest.txt").read_text().splitlines()[1:]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("20\n" + "\n".join(lines[:20] + lines[500:520]) + "\n")
+    test_people = {f.split()[0] for f in lines} | {f.split()[2] for f in lines if len(f.split()) == 4}
+    others = [p for p in sorted(os.listdir(LFW / "lfw-deepfunneled")) if p not in test_people][:12]
+    (tmp_path / "anchors.txt").write_text("".join(f"{p}/{p}_0001.jpg {p}\n" for p in others))
+    proc = typed(["facelearn.align", str(LFW / "lfw-deepfunneled"), "aligned_anchors", "--list", "anchors.txt"],
+                 tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = typed(["facelearn.evaluate", "backbone=sface", "alignment=five_point", "benchmark=lfw_view1",
+                  f"benchmark.lfw_devtest.pairs_file={pairs}", "ida=both", "ida.ida_r.anchors=folder",
+                  "ida.ida_r.folder=aligned_anchors/", "ida.ida_l.anchors=folder", "ida.ida_l.folder=aligned_anchors/"],
+                 tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads(next((tmp_path / "logs" / "evaluate" / "runs").glob("*/evaluation.json")).read_text())["metrics"]
+    assert {"accuracy", "ida_r/accuracy", "ida_l/accuracy"} <= set(m["lfw_devtest"])
+    log = proc.stdout + proc.stderr
+    assert "IDA-R: 12 anchors (folder)" in log and "IDA-L regressor: 12 training embeddings" in log
+
+
 def test_a_missing_detector_stops_training_before_the_data(tmp_path):
     proc = typed(["facelearn.train", "+debug=tiny", "alignment=five_point",
                   f"alignment.detector={tmp_path / 'gone.onnx'}", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
