@@ -25,7 +25,7 @@ pretrained() {
 }
 ida_pretrained() {  # benchmark-group anchors-list
   local bench=$1 list=$2
-  [ -f "ida_pretrained_$list.json" ] && return 0  # done (e.g. started by hand before the queue)
+  [ -f "logs_ida_pretrained_$list.log" ] && return 0  # started already (e.g. by hand before the queue)
   [ -d "anchors/$list" ] || $PY -m facelearn.align "$DATA" "anchors/$list" --list "anchors/$list.txt" --workers 1 \
     > logs_align_$list.log 2>&1
   $PY "$HERE/../ida_sface/sweep.py" --out "ida_pretrained_$list.json" -- backbone=sface alignment=five_point \
