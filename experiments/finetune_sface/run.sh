@@ -4,7 +4,7 @@
 # Every fine-tuning run: the recipe as committed (frozen through body.22, 2 epochs, batch 64, single-pass
 # evaluation) at the lr chosen by sweep_lr.sh, evaluated after its last epoch on pairsDevTest, CFP-FP, CFP-FF and
 # LFW View-2 without the pairs of anyone trained on (lfw_shallow_people.txt: the 1,165 LFW-shallow people; the
-# datamodule's hard disjointness check fails the run if a trained person were left in).
+# datamodule's hard disjointness check fails the run if a trained person were left in); reported as "lfw".
 # Usage (from a scratch directory; FACELEARN_DATA / FACELEARN_MODELS / FACELEARN_CACHE set):
 #   LR_CONV=... LR_SST=... bash experiments/finetune_sface/run.sh
 set -euo pipefail
@@ -16,12 +16,12 @@ train() {  # experiment lr seed task [overrides...]
   local exp=$1 lr=$2 seed=$3 task=$4; shift 4
   $PY -m facelearn.train +experiment=$exp optimizer.lr=$lr seed=$seed task_name=$task \
     "benchmark=[lfw_view1,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw.exclude_people="$HERE/lfw_shallow_people.txt" \
-    benchmark.lfw.name=lfw_view2_unseen "$@" > logs_${task}_$seed.log 2>&1
+    "$@" > logs_${task}_$seed.log 2>&1
 }
 pretrained() {
   $PY -m facelearn.evaluate backbone=sface alignment=five_point flip_tta=false \
     "benchmark=[lfw_view1,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw.exclude_people="$HERE/lfw_shallow_people.txt" \
-    benchmark.lfw.name=lfw_view2_unseen paths.output_dir="$PWD/pretrained" > logs_pretrained.log 2>&1
+    paths.output_dir="$PWD/pretrained" > logs_pretrained.log 2>&1
 }
 ida_pretrained() {  # benchmark-group anchors-list
   local bench=$1 list=$2
