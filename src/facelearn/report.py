@@ -130,6 +130,18 @@ def paired(rows: dict[str, list[dict[str, float]]], reference: str, metric: str)
     return out
 
 
+def metric_name(metric: str) -> str:
+    """A metric as results name it: ``tar@far=1e-3`` and ``tar@far=0.001`` are both ``tar@far=0.001`` (the FAR
+    written as Python's ``{:g}``, as the benchmarks write it)."""
+    head, sep, far = metric.rpartition("tar@far=")
+    if not sep:
+        return metric
+    try:
+        return f"{head}tar@far={float(far):g}"
+    except ValueError:
+        return metric
+
+
 def check_metrics(rows: dict[str, list[dict[str, float]]], metrics: list[str]) -> None:
     available = sorted({k for items in rows.values() for i in items for k in i if not k.startswith("_")})
     unknown = [m for m in metrics if m not in available]
@@ -243,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         if not runs:
             raise ReportError(f"no {' or '.join(_RESULT_FILES)} under {' '.join(args.dirs)}")
         rows, common = collect(runs, args.benchmark)
+        args.metrics = [metric_name(m) for m in args.metrics]
         check_metrics(rows, args.metrics)
         text = markdown(table(rows, tuple(args.metrics), args.reference))
     except ReportError as e:

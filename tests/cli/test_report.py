@@ -24,3 +24,10 @@ def test_failed_job_is_listed(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "85.00 ± 7.07" in out
     assert "1 job(s) without results" in err and f"{failed}: head=cosface" in err
+
+
+def test_metric_names_accept_a_far_in_any_float_spelling():
+    from facelearn.report import metric_name
+    assert metric_name("tar@far=1e-3") == metric_name("tar@far=0.001") == "tar@far=0.001"
+    assert metric_name("ida_r/tar@far=1E-2") == "ida_r/tar@far=0.01"
+    assert metric_name("accuracy") == "accuracy" and metric_name("tar@far=x") == "tar@far=x"

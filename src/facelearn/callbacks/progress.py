@@ -62,6 +62,12 @@ def _step_metrics(trainer: pl.Trainer, outputs: Any) -> dict[str, Any]:
     return out
 
 
+def _shown(key: str, value: Any) -> str:
+    """``loss 1.511``, ``acc 71.88%`` (accuracy in percent, as the benchmark tables print it)."""
+    v = float(value)
+    return f"{key} {100 * v:.2f}%" if key == "acc" else f"{key} {v:.4g}"
+
+
 def _images(batch: Any, world_size: int) -> int:
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
     return int(len(images)) * world_size
@@ -69,7 +75,7 @@ def _images(batch: Any, world_size: int) -> int:
 
 def _summary(trainer: pl.Trainer, meter: _Meter) -> str:
     elapsed = time.perf_counter() - meter.start
-    means = " ".join(f"{k} {v:.4g}" for k, v in meter.means().items())
+    means = " ".join(_shown(k, v) for k, v in meter.means().items())
     return (f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {means}, "
             f"{meter.images / max(elapsed, 1e-9):.0f} images/s, {elapsed:.1f} s")
 
@@ -99,6 +105,8 @@ class TrainingProgressBar(TQDMProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         shown = {_SHORT.get(k, k): v for k, v in items.items() if not k.endswith("_epoch")}
+        if "acc" in shown:
+            shown["acc"] = f"{100 * float(shown['acc']):.2f}%"
         shown["img/s"] = f"{self.meter.rate:.0f}"
         return shown
 
@@ -136,7 +144,7 @@ class PlainProgress(ProgressBar):
         total = trainer.estimated_stepping_batches
         done = time.perf_counter() - self._fit_start
         eta = done / max(step, 1) * (total - step) if total and total != float("inf") else float("nan")
-        shown = " ".join(f"{k} {float(v):.4g}" for k, v in metrics.items())
+        shown = " ".join(_shown(k, v) for k, v in metrics.items())
         log.info("step %d/%s epoch %d: %s, %.0f images/s, ETA %s", step, total, trainer.current_epoch + 1, shown,
                  self.meter.rate, _duration(eta))
 
