@@ -89,6 +89,15 @@ def test_help_and_cfg_job():
     assert out.returncode != 0 and "conventional_shallow" in out.stderr  # Hydra lists the valid names
 
 
+def test_export_help_is_the_export_usage(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "facelearn.export", "--help"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and "python -m facelearn.export ckpt_path=PATH" in out.stdout
+    assert "facelearn.train" not in out.stdout
+
+
 def test_wandb_offline_run(tmp_path):
     proc = run_cli(["+experiment=conventional_shallow", "logger=wandb", *TINY, "trainer.max_epochs=1"], tmp_path,
                    env={"WANDB_API_KEY": "", "WANDB_SILENT": "false"})
