@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from facelearn.evaluate import load_checkpoint_module
 from facelearn.onnx_model import OnnxEmbedder, export_onnx
+from facelearn.validate import one_line_errors
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
@@ -40,6 +41,7 @@ def export(cfg: DictConfig) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@one_line_errors("facelearn.export")
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

@@ -23,7 +23,7 @@ from facelearn.callbacks import BenchmarkCallback
 from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
 from facelearn.loggers import finish_loggers, flat_config, quiet_lightning_advert
 from facelearn.plugins import check_plugins
-from facelearn.validate import validate_train_config
+from facelearn.validate import one_line_errors, validate_train_config
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@one_line_errors("facelearn.train")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     value = metrics.get(cfg.get("monitor") or "")

@@ -3,11 +3,36 @@ impossible value stops the run with a message naming the option instead of a tra
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+#: what a wrong option or input file raises; the CLIs print these as one line (HYDRA_FULL_ERROR=1: the traceback)
+USER_ERRORS = (ValueError, FileNotFoundError, OmegaConfBaseException, InstantiationException)
+
+
+def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a Hydra task function: an error about the user's options or files is printed as ``prog: error: ...``
+    on one line (exit status 2) instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it as Hydra would."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except USER_ERRORS as e:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or repr(e)
+                print(f"{prog}: error: {message} (HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+                sys.exit(2)
+        return run
+    return wrap
 
 
 def _int(cfg: DictConfig, key: str, minimum: int) -> None:

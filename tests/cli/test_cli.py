@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,26 @@ def test_export_help_is_the_export_usage(tmp_path):
                          timeout=120, cwd=tmp_path)
     assert out.returncode == 0 and "python -m facelearn.export ckpt_path=PATH" in out.stdout
     assert "facelearn.train" not in out.stdout
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["facelearn.train", "+debug=tiny", "trainer.max_epochs=ten"], "trainer.max_epochs='ten': expected an integer"),
+    (["facelearn.train", "+debug=tiny", "ckpt_path=missing.ckpt"], "ckpt_path: checkpoint missing.ckpt does not exist"),
+    (["facelearn.evaluate"], "give ckpt_path=<checkpoint>"),
+    (["facelearn.export"], "Missing mandatory value: ckpt_path"),
+])
+def test_cli_errors_are_one_line_unless_hydra_full_error(tmp_path, args, expected):
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=env)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert lines[-1].startswith(f"{args[0]}: error: ") and expected in lines[-1], out.stderr
+    full = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**env, "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr
 
 
 def test_wandb_offline_run(tmp_path):
