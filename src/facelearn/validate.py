@@ -17,6 +17,21 @@ from omegaconf.errors import OmegaConfBaseException
 USER_ERRORS = (ValueError, FileNotFoundError, OmegaConfBaseException, InstantiationException)
 
 
+def _drop_empty_run_dir() -> None:
+    """A command that failed before writing anything leaves no run directory behind (only Hydra's .hydra/ and the
+    job log would be there), so reports and ``ls logs/`` list only runs that did something."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not inside a Hydra job
+        return
+    if out.is_dir() and all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wrap a Hydra task function: an error about the user's options or files is printed as ``prog: error: ...``
     on one line (exit status 2) instead of a traceback; ``HYDRA_FULL_ERROR=1`` re-raises it as Hydra would."""
@@ -26,6 +41,7 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
             try:
                 return fn(*args, **kwargs)
             except USER_ERRORS as e:
+                _drop_empty_run_dir()
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) or repr(e)

@@ -114,6 +114,7 @@ def test_cli_errors_are_one_line_unless_hydra_full_error(tmp_path, args, expecte
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert lines[-1].startswith(f"{args[0]}: error: ") and expected in lines[-1], out.stderr
+    assert not list(tmp_path.rglob(".hydra")), "a failed command leaves no run directory behind"
     full = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**env, "HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr
