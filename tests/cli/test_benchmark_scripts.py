@@ -38,3 +38,9 @@ def test_training_step_benchmark_prints_both_arms():
     (row,) = table(out)
     assert row[0] == "conventional_shallow" and float(row[1]) > 0 and float(row[2]) > 0
     assert re.fullmatch(r"\d+\.\d{3}", row[3])
+
+
+def test_freeze_step_benchmark_prints_both_arms():
+    out = run("freeze_step.py", "--backbone", "small", "--freeze", "body.1", "--batch", "4", "--steps", "1")
+    (row,) = [r for r in table(out) if r[0] != "backbone"]
+    assert row[0] == "small" and float(row[1]) > 0 and float(row[2]) > 0 and float(row[3]) > 0
