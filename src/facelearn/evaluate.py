@@ -150,15 +150,12 @@ def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
 
 @dataclass
 class Evaluation:
-    """What ``facelearn.evaluate`` scores: the model, its run's config (None: a backbone or ONNX model alone), the
-    decoded benchmark sets and the prepared scorers (cosine first), with the ``ScorerContext`` they were fitted in.
-    Scripts that score one set of embeddings many ways (the IDA sweeps) start from here."""
+    """What ``facelearn.evaluate`` scores: the model, the decoded benchmark sets, the prepared scorers (cosine first)
+    and the evaluation batch size. Scripts that score one set of embeddings many ways (the IDA sweeps) start here."""
 
     module: Any
-    run_cfg: DictConfig
     bench_sets: dict[str, Any]
     scorers: dict[str, Any]
-    context: ScorerContext
     batch_size: int
 
 
@@ -207,7 +204,7 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
         scorer.fit(module, context)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
     batch_size = cfg.batch_size or default_batch_size(getattr(module, "device", "cpu"))
-    return Evaluation(module, run_cfg, bench_sets, scorers, context, batch_size)
+    return Evaluation(module, bench_sets, scorers, batch_size)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:

@@ -62,10 +62,15 @@ def _step_metrics(trainer: pl.Trainer, outputs: Any) -> dict[str, Any]:
     return out
 
 
-def _shown(key: str, value: Any) -> str:
-    """``loss 1.511``, ``acc 71.88%`` (accuracy in percent, as the benchmark tables print it)."""
+def _value(key: str, value: Any) -> str:
+    """``1.511`` for the loss, ``71.88%`` for the accuracy (in percent, as the benchmark tables print it)."""
     v = float(value)
-    return f"{key} {100 * v:.2f}%" if key == "acc" else f"{key} {v:.4g}"
+    return f"{100 * v:.2f}%" if key == "acc" else f"{v:.4g}"
+
+
+def _shown(key: str, value: Any) -> str:
+    """``loss 1.511``, ``acc 71.88%``."""
+    return f"{key} {_value(key, value)}"
 
 
 def _images(batch: Any, world_size: int) -> int:
@@ -106,7 +111,7 @@ class TrainingProgressBar(TQDMProgressBar):
         items.pop("v_num", None)
         shown = {_SHORT.get(k, k): v for k, v in items.items() if not k.endswith("_epoch")}
         if "acc" in shown:
-            shown["acc"] = f"{100 * float(shown['acc']):.2f}%"
+            shown["acc"] = _value("acc", shown["acc"])
         shown["img/s"] = f"{self.meter.rate:.0f}"
         return shown
 

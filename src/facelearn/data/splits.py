@@ -85,12 +85,17 @@ def identity_key(name: str) -> str:
     return "_".join(sorted(str(name).replace("_", " ").replace("-", " ").lower().split()))
 
 
+def same_identities(names: set[str], others: set[str]) -> set[str]:
+    """The ``names`` that are also in ``others``, compared as ``identity_key``."""
+    keys = {identity_key(o) for o in others}
+    return {n for n in names if identity_key(n) in keys}
+
+
 def exclude_identities(records: FaceRecords, excluded: set[str], what: str = "benchmark") -> FaceRecords:
     """Drop every sample whose identity is in ``excluded`` (e.g. everyone named in a pairs file); names are
     compared with ``identity_key``."""
-    keys = {identity_key(e) for e in excluded}
-    mask = np.array([identity_key(i) not in keys for i in records.identities.tolist()], dtype=bool)
-    removed = {i for i in records.identity_set if identity_key(i) in keys}
+    removed = same_identities(records.identity_set, excluded)
+    mask = np.array([i not in removed for i in records.identities.tolist()], dtype=bool)
     log.info("excluded %d %s identities (%d images) from training data %s",
              len(removed), what, int((~mask).sum()), records.source)
     if mask.sum() == 0:
@@ -100,8 +105,7 @@ def exclude_identities(records: FaceRecords, excluded: set[str], what: str = "be
 
 def check_disjoint(train: set[str], test: set[str], test_name: str) -> None:
     """Hard check: a training identity that also appears in a benchmark invalidates the result."""
-    test_keys = {identity_key(t) for t in test}
-    overlap = {t for t in train if identity_key(t) in test_keys}
+    overlap = same_identities(train, test)
     if overlap:
         raise ValueError(f"{len(overlap)} identities are in both the training data and benchmark {test_name!r}, "
                          f"e.g. {sorted(overlap)[:5]}: set data.exclude_benchmark_identities=true or fix the split")

@@ -106,8 +106,8 @@ def distinct_images(image_sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.n
                 first.append((k, i))
             where[i] = row
         maps.append(where)
-    if not first:
-        return np.empty((0,) + image_sets[0].shape[1:], np.uint8) if image_sets else np.empty(0, np.uint8), maps
+    if not first:  # only empty arrays
+        return image_sets[0][:0], maps
     return np.stack([image_sets[k][i] for k, i in first]), maps
 
 

@@ -19,7 +19,7 @@ import torch
 
 from facelearn.data.images import FaceCrop, decode_images
 from facelearn.data.records import image_files
-from facelearn.data.splits import identity_key
+from facelearn.data.splits import same_identities
 from facelearn.eval.embedding import embed_images
 from facelearn.eval.ida import AnchorIndex, SupportSetRegressor, fit_regressor, log_dao, log_density, \
     pick_one_per_class
@@ -57,13 +57,6 @@ class CosineScorer:
 
     def __call__(self, embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         return (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(1)
-
-
-def same_identities(names: set[str], others: set[str]) -> set[str]:
-    """The ``names`` that are also in ``others``, compared as ``identity_key`` (CFP's "Aaron Rodgers" is LFW's
-    "Aaron_Rodgers")."""
-    keys = {identity_key(o) for o in others}
-    return {n for n in names if identity_key(n) in keys}
 
 
 def _folder_images(root: str) -> tuple[list[str], list[str]]:
@@ -201,8 +194,7 @@ class IDALScorer(IDARScorer):
             self.regressor.load_state_dict(state["state_dict"])
             self.regressor.eval()
             return
-        folder = self.anchor_set.source == "folder"
-        if not folder and (context is None or context.train_dataset is None):
+        if self.needs_training_data and (context is None or context.train_dataset is None):
             raise ValueError("IDA-L needs the run's training data to fit its regressor (or ida.*.regressor_path, "
                              "or anchors=folder: then it trains on the anchors)")
         super().fit(module, context)

@@ -148,7 +148,9 @@ class LFWPairs(Protocol):
         self.pairs_file, self.image_root, self.center_crop = str(pairs_file), str(image_root), center_crop
         self.alignment = alignment
         self.exclude_people = None if exclude_people is None else str(exclude_people)
-        self._excluded = read_names(self.exclude_people, "exclude_people") if self.exclude_people else set()
+        # identity_key of each excluded name (read once, when the benchmark is configured)
+        self._excluded = ({identity_key(n) for n in read_names(self.exclude_people, "exclude_people")}
+                          if self.exclude_people else set())
         self.name = name or os.path.splitext(os.path.basename(self.pairs_file))[0]
         self.extension = extension
 
@@ -162,9 +164,8 @@ class LFWPairs(Protocol):
             linenos = [n for n, line in enumerate(fh, 1) if line.strip()][1:]
         if not self._excluded:
             return pairs, issame, folds, linenos
-        excluded = {identity_key(n) for n in self._excluded}
-        keep = np.array([identity_key(p[0]) not in excluded and identity_key(p[2]) not in excluded for p in pairs],
-                        dtype=bool)
+        keep = np.array([identity_key(p[0]) not in self._excluded and identity_key(p[2]) not in self._excluded
+                         for p in pairs], dtype=bool)
         if not keep[issame].any() or not keep[~issame].any():
             raise ValueError(f"{self.pairs_file}: exclude_people={self.exclude_people} leaves no "
                              f"{'matched' if not keep[issame].any() else 'mismatched'} pair")
