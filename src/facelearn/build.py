@@ -11,7 +11,7 @@ from torch import nn
 
 from facelearn.methods.base import FaceModule
 from facelearn.nn.freeze import freeze_through
-from facelearn.validate import check_checkpoint_file
+from facelearn.cli.validate import check_checkpoint_file
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from facelearn.eval.scorers import CosineScorer, ScorerContext
 from facelearn.loggers import quiet_lightning_advert
 from facelearn.protocols import load_protocols
 from facelearn.tables import ROC_FILE, format_identification_table, format_table, json_safe, write_json
-from facelearn.validate import check_checkpoint_file, one_line_errors
+from facelearn.cli.validate import check_checkpoint_file, one_line_errors
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from facelearn.evaluate import load_checkpoint_module
 from facelearn.onnx_model import OnnxEmbedder, export_onnx
-from facelearn.validate import one_line_errors
+from facelearn.cli.validate import one_line_errors
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)

@@ -12,29 +12,36 @@ import sys
 import warnings
 
 import hydra
-import lightning.pytorch as pl
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from facelearn.build import build_list, build_module
-from facelearn.callbacks import BenchmarkCallback
-from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
-from facelearn.loggers import finish_loggers, flat_config, quiet_lightning_advert
+from facelearn.cli.validate import one_line_errors, validate_train_config
 from facelearn.plugins import check_plugins
-from facelearn.validate import one_line_errors, validate_train_config
 
 log = logging.getLogger(__name__)
 
-# Known deprecation noise of torch 2.13 + Lightning 2.6 (see STACK-NOTES); nothing the user can act on.
-warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
-warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
 
-quiet_lightning_advert()
+def _quiet() -> None:
+    """Known deprecation noise of torch 2.13 + Lightning 2.6 (see STACK-NOTES); nothing the user can act on."""
+    from facelearn.loggers import quiet_lightning_advert
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
+    quiet_lightning_advert()
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    # torch / Lightning / the model code are imported here, not at module import: `--help` and Hydra's own
+    # errors come back in a second instead of after Lightning's ~3-9 s import.
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from facelearn.build import build_list, build_module
+    from facelearn.callbacks import BenchmarkCallback
+    from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
+    from facelearn.loggers import finish_loggers, flat_config
+
+    _quiet()
     resumed = validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _recursive_=True)
@@ -55,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     hparams = flat_config(OmegaConf.to_container(cfg, resolve=True))
     for lg in loggers:
         lg.log_hyperparams(hparams)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                       plugins=[AtomicCheckpointIO()],
                                       use_distributed_sampler=not datamodule.shards_batches)
     if trainer.is_global_zero:

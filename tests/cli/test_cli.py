@@ -104,6 +104,11 @@ def test_export_help_is_the_export_usage(tmp_path):
     (["facelearn.train", "+debug=tiny", "ckpt_path=missing.ckpt"], "ckpt_path: checkpoint missing.ckpt does not exist"),
     (["facelearn.evaluate"], "give ckpt_path=<checkpoint>"),
     (["facelearn.export"], "Missing mandatory value: ckpt_path"),
+    # refused by the signature check (facelearn.cli.schema) before any data is read
+    (["facelearn.train", "+debug=tiny", "head.margin=abc"], "head.margin='abc': expected a number"),
+    (["facelearn.train", "+debug=tiny", "+head.margn=0.3"], "head.margn: CosFace has no option 'margn' (did you "
+                                                            "mean head.margin?)"),
+    (["facelearn.train", "data=rec"], "data.train.path is required"),
 ])
 def test_cli_errors_are_one_line_unless_hydra_full_error(tmp_path, args, expected):
     import subprocess
@@ -118,6 +123,18 @@ def test_cli_errors_are_one_line_unless_hydra_full_error(tmp_path, args, expecte
     full = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**env, "HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr
+
+
+def test_a_gpu_trainer_without_a_gpu_is_refused_before_any_data(tmp_path):
+    import subprocess
+    import sys
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+debug=tiny", "trainer=gpu"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and "trainer.accelerator=gpu: no CUDA GPU is visible" in out.stderr, out.stderr
+    assert "decoded" not in out.stderr and not list(tmp_path.rglob(".hydra"))
 
 
 def test_wandb_offline_run(tmp_path):

@@ -73,7 +73,7 @@ def test_init_from_starts_every_method_from_the_checkpoints_backbone(tmp_path):
     import torch
 
     from facelearn.build import build_module
-    from facelearn.validate import validate_train_config
+    from facelearn.cli.validate import validate_train_config
 
     train(compose_run(tmp_path / "pre", ["+experiment=conventional_shallow"]))
     ckpt = next((tmp_path / "pre").rglob("last.ckpt"))

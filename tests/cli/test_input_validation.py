@@ -87,7 +87,7 @@ def test_config_errors_name_the_option_before_training(override, message):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from facelearn.validate import validate_train_config
+    from facelearn.cli.validate import validate_train_config
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="facelearn.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["+experiment=conventional_shallow", override])
@@ -99,7 +99,7 @@ def test_missing_backbone_weights_are_named_before_the_data(tmp_path):
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from facelearn.validate import validate_train_config
+    from facelearn.cli.validate import validate_train_config
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="facelearn.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["backbone=iresnet18",
@@ -109,7 +109,7 @@ def test_missing_backbone_weights_are_named_before_the_data(tmp_path):
 
 
 def test_resume_from_a_non_checkpoint_is_named(tmp_path):
-    from facelearn.validate import check_checkpoint_file
+    from facelearn.cli.validate import check_checkpoint_file
     bad = tmp_path / "notes.ckpt"
     bad.write_text("hello")
     with pytest.raises(ValueError, match=f"ckpt_path: {bad} is not a loadable facelearn checkpoint"):
@@ -164,7 +164,7 @@ def test_doppelganger_sampler_without_mining_is_refused():
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from facelearn.validate import validate_train_config
+    from facelearn.cli.validate import validate_train_config
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="facelearn.conf", version_base="1.3"):
         bad = compose(config_name="train", overrides=["data/sampler=doppelganger"])

@@ -13,6 +13,8 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from facelearn.cli.schema import check_config
+
 #: what a wrong option or input file raises; the CLIs print these as one line (HYDRA_FULL_ERROR=1: the traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, OmegaConfBaseException, InstantiationException)
 
@@ -70,6 +72,8 @@ def _positive_number(cfg: DictConfig, key: str) -> None:
 def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
     """Types and ranges of the options users type most, the monitor metric, precision vs device, ckpt_path.
     Returns the checkpoint ``ckpt_path`` names (loaded once, with the restricted unpickler), or None."""
+    check_config(cfg)  # every _target_ node against its signature: unknown keys, types, required values
+    check_accelerator(cfg.get("trainer") or {})
     for key, minimum in (("data.batch_size", 1), ("data.image_size", 8), ("data.num_workers", 0),
                          ("trainer.max_epochs", 1), ("trainer.devices", 1), ("trainer.num_nodes", 1),
                          ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0)):
@@ -122,6 +126,26 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
         check_init_backbone(check_checkpoint_file(str(cfg.init_from), "init_from"), cfg)
     ckpt = cfg.get("ckpt_path")
     return check_checkpoint_file(str(ckpt)) if ckpt else None
+
+
+def check_accelerator(trainer: Any) -> None:
+    """The devices ``trainer.accelerator`` / ``trainer.devices`` ask for exist on this machine (Lightning would
+    find out only after the data are decoded)."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        import torch
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not available:
+            raise ValueError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible to this process (torch "
+                             f"{torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                             "use trainer=cpu (or trainer=ddp for CPU processes)")
+        devices = trainer.get("devices")
+        if isinstance(devices, int) and not isinstance(devices, bool) and devices > available:
+            raise ValueError(f"trainer.devices={devices}: only {available} CUDA GPU(s) visible to this process")
+    elif accelerator == "mps":
+        import torch
+        if not torch.backends.mps.is_available():
+            raise ValueError("trainer.accelerator=mps: Apple's MPS backend is not available here; use trainer=cpu")
 
 
 # Backbone options that do not change its parameters.
