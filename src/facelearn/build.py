@@ -16,6 +16,14 @@ from facelearn.cli.validate import check_checkpoint_file
 log = logging.getLogger(__name__)
 
 
+def head_config(cfg: DictConfig) -> DictConfig | None:
+    """The margin head's config; None for ``head=none``. A recipe's head options merged onto ``head=none`` (the CPU
+    recipes pin ``head.scale: 30`` for whichever head is chosen; their pair-loss children choose none) leave a node
+    without ``_target_``: no head either."""
+    head = cfg.get("head")
+    return head if head is not None and head.get("_target_") else None
+
+
 def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
     """Instantiate the method's LightningModule with its backbone, head, optimiser and schedule."""
     kwargs: dict[str, Any] = {
@@ -28,10 +36,11 @@ def build_module(cfg: DictConfig, num_classes: int) -> FaceModule:
     # Conventional training owns its prototypes (FC weights); SST passes the gallery queue instead.
     head_classes = num_classes if getattr(method_cls, "owns_prototypes", True) else 0
     if cfg.get("classifier"):  # Partial FC holds the prototypes itself; the head only gives the margin
-        kwargs["head"] = instantiate(cfg.classifier, margin=instantiate(cfg.head, num_classes=0),
+        kwargs["head"] = instantiate(cfg.classifier, margin=instantiate(head_config(cfg), num_classes=0),
                                      num_classes=num_classes)
     elif "head" in cfg:
-        kwargs["head"] = None if cfg.head is None else instantiate(cfg.head, num_classes=head_classes)
+        head = head_config(cfg)
+        kwargs["head"] = None if head is None else instantiate(head, num_classes=head_classes)
     if "num_classes" in cfg.method:
         kwargs["num_classes"] = num_classes
     if cfg.get("loss"):

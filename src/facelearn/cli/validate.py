@@ -102,7 +102,8 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
                          "experiment or add +callbacks.doppelganger={_target_: facelearn.callbacks.DoppelgangerCallback}")
     classifier = cfg.get("classifier")
     if classifier:
-        if cfg.get("head") is None:
+        from facelearn.build import head_config
+        if head_config(cfg) is None:
             raise ValueError("classifier=partial_fc needs a margin head (head=cosface, arcface, ...), got head=none")
         method = (cfg.get("method") or {}).get("_target_")
         if method and not getattr(get_class(method), "owns_prototypes", True):
