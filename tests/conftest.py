@@ -8,8 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LFW_ROOT = Path(os.environ.get("FACELEARN_LFW", ROOT.parent / "shared" / "data" / "lfw"))
 
-# A tiny synthetic run: 32 px, a narrow CNN, 3 epochs (seconds on 2 CPU cores); conf/debug/tiny.yaml.
-TINY = ["+debug=tiny"]
+# A tiny synthetic run: 32 px, a narrow CNN, 3 epochs (seconds on 2 CPU cores); conf/debug/tiny_synthetic.yaml.
+TINY = ["+debug=tiny_synthetic"]
 
 
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 240, module: str = "facelearn.train",

@@ -33,7 +33,8 @@ def multistep(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, mile
 
 def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
            min_lr_ratio: float = 0.0) -> LambdaLR:
-    """Linear warmup, then cosine decay from the base LR to ``min_lr_ratio`` x base LR at the last step."""
+    """Linear warmup, then cosine decay from the base LR towards ``min_lr_ratio`` x base LR, which step
+    ``total_steps`` (one after the last) would reach."""
     warm = int(warmup_epochs * steps_per_epoch)
     span = max(1, total_steps - warm)
 
@@ -42,5 +43,23 @@ def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_
             return _warmup(s, warm)
         t = min(1.0, (s - warm) / span)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return LambdaLR(optimizer, f)
+
+
+def polynomial(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
+               power: float = 1.0) -> LambdaLR:
+    """arcface_torch's schedule (``lr_scheduler.PolynomialLRWarmup``, used by its ``train_v2.py``): a linear warmup
+    to the base LR, then ``base x (1 - (s - w) / (T - w)) ** power``, 0 at step ``T`` (one after the last); arcface_torch
+    passes no power (1: linear decay); its older ``PolyScheduler`` used 2."""
+    if power <= 0:
+        raise ValueError(f"scheduler.power={power}: expected a number > 0")
+    warm = int(warmup_epochs * steps_per_epoch)
+    span = max(1, total_steps - warm)
+
+    def f(s: int) -> float:
+        if s < warm:
+            return _warmup(s, warm)
+        return max(0.0, 1.0 - (s - warm) / span) ** power
 
     return LambdaLR(optimizer, f)

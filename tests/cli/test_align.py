@@ -146,7 +146,7 @@ def test_ida_on_a_pretrained_backbone_with_aligned_folder_anchors_as_typed(tmp_p
 
 
 def test_a_missing_detector_stops_training_before_the_data(tmp_path):
-    proc = typed(["facelearn.train", "+debug=tiny", "alignment=five_point",
+    proc = typed(["facelearn.train", "+debug=tiny_synthetic", "alignment=five_point",
                   f"alignment.detector={tmp_path / 'gone.onnx'}", f"paths.log_dir={tmp_path / 'logs'}"], tmp_path)
     assert proc.returncode != 0 and "alignment.detector" in proc.stderr and "gone.onnx does not exist" in proc.stderr
 

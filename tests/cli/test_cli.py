@@ -100,13 +100,13 @@ def test_export_help_is_the_export_usage(tmp_path):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["facelearn.train", "+debug=tiny", "trainer.max_epochs=ten"], "trainer.max_epochs='ten': expected an integer"),
-    (["facelearn.train", "+debug=tiny", "ckpt_path=missing.ckpt"], "ckpt_path: checkpoint missing.ckpt does not exist"),
+    (["facelearn.train", "+debug=tiny_synthetic", "trainer.max_epochs=ten"], "trainer.max_epochs='ten': expected an integer"),
+    (["facelearn.train", "+debug=tiny_synthetic", "ckpt_path=missing.ckpt"], "ckpt_path: checkpoint missing.ckpt does not exist"),
     (["facelearn.evaluate"], "give ckpt_path=<checkpoint>"),
     (["facelearn.export"], "Missing mandatory value: ckpt_path"),
     # refused by the signature check (facelearn.cli.schema) before any data is read
-    (["facelearn.train", "+debug=tiny", "head.margin=abc"], "head.margin='abc': expected a number"),
-    (["facelearn.train", "+debug=tiny", "+head.margn=0.3"], "head.margn: CosFace has no option 'margn' (did you "
+    (["facelearn.train", "+debug=tiny_synthetic", "head.margin=abc"], "head.margin='abc': expected a number"),
+    (["facelearn.train", "+debug=tiny_synthetic", "+head.margn=0.3"], "head.margn: CosFace has no option 'margn' (did you "
                                                             "mean head.margin?)"),
     (["facelearn.train", "data=rec"], "data.train.path is required"),
 ])
@@ -131,7 +131,7 @@ def test_a_gpu_trainer_without_a_gpu_is_refused_before_any_data(tmp_path):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+debug=tiny", "trainer=gpu"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "facelearn.train", "+debug=tiny_synthetic", "trainer=gpu"], capture_output=True,
                          text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and "trainer.accelerator=gpu: no CUDA GPU is visible" in out.stderr, out.stderr
     assert "decoded" not in out.stderr and not list(tmp_path.rglob(".hydra"))

@@ -51,7 +51,7 @@ def test_wandb_multirun_groups_runs_and_logs_config(tmp_path):
     assert by_name["head=arcface"]["head._target_"] == "facelearn.nn.heads.ArcFace"
     assert by_name["head=arcface"]["head.margin"] == 0.5 and by_name["head=cosface"]["head.margin"] == 0.35
     assert by_name["head=normface"]["method._target_"] == "facelearn.methods.conventional.ConventionalModule"
-    assert by_name["head=cosface"]["data.batch_size"] == 32  # the resolved run config, +debug=tiny included
+    assert by_name["head=cosface"]["data.batch_size"] == 32  # the resolved run config, +debug=tiny_synthetic included
     for r in runs:  # scalars, the results table and the ROC plot (tables/plots are logged as nested keys)
         assert "bench/synthetic/accuracy" in r["keys"], r["keys"]
         for prefix in ("bench/results/", "bench/synthetic/roc_table/"):  # a W&B plot: its table + a chart

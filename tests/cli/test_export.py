@@ -40,7 +40,7 @@ def test_evaluating_a_checkpoint_does_not_reload_its_starting_weights(tmp_path):
     from facelearn.evaluate import load_checkpoint_module
     from test_configs import compose_train, resolve
 
-    cfg = compose_train(["backbone=iresnet18", "data.image_size=32", "+debug=tiny"])
+    cfg = compose_train(["backbone=iresnet18", "data.image_size=32", "+debug=tiny_synthetic"])
     resolved = OmegaConf.create(resolve(cfg))
     module = build_module(resolved, 96)
     with open_dict(resolved):

@@ -13,7 +13,9 @@ from facelearn.train import train
 def compose_run(tmp_path, overrides, tiny=True):
     """The config `python -m facelearn.train <overrides>` would run, writing under tmp_path."""
     GlobalHydra.instance().clear()
-    size = ["+debug=tiny"] if tiny else ["backbone.widths=[8,16,32,64]", "backbone.embedding_size=32"]
+    # tiny: the tiny synthetic run; False: a narrow SmallFaceNet on the given data; None: sizes as given
+    size = ["+debug=tiny_synthetic"] if tiny else [] if tiny is None else ["backbone.widths=[8,16,32,64]",
+                                                                           "backbone.embedding_size=32"]
     with initialize_config_module("facelearn.conf", version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *size, f"paths.log_dir={tmp_path / 'logs'}"])
     with open_dict(cfg):

@@ -38,7 +38,7 @@ def test_optuna_search_returns_the_monitored_metric(tmp_path):
     """As typed, from a directory outside the repository: 3 trials; the study's best value is the best trial's
     monitored benchmark accuracy, its parameters that trial's overrides, each inside the search space; a value on
     the command line fixes a searched option."""
-    proc = subprocess.run([sys.executable, "-m", "facelearn.train", "-m", "+hparams_search=optuna", "+debug=tiny",
+    proc = subprocess.run([sys.executable, "-m", "facelearn.train", "-m", "+hparams_search=optuna", "+debug=tiny_synthetic",
                            "hydra.sweeper.n_trials=3", "optimizer.weight_decay=5e-4"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=400,
                           env=dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache")))
@@ -66,7 +66,7 @@ def test_optuna_search_returns_the_monitored_metric(tmp_path):
 def test_submitit_runs_a_multirun_of_facelearn_jobs(tmp_path):
     """The submitit launcher's local executor (the SLURM executor's code path without a cluster) runs two jobs."""
     proc = subprocess.run([sys.executable, "-m", "facelearn.train", "-m", "hydra/launcher=submitit_local",
-                           "+debug=tiny", "seed=1,2"], cwd=tmp_path, capture_output=True, text=True, timeout=400,
+                           "+debug=tiny_synthetic", "seed=1,2"], cwd=tmp_path, capture_output=True, text=True, timeout=400,
                           env=dict(os.environ, FACELEARN_CACHE=str(tmp_path / "cache")))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len(list(tmp_path.rglob("benchmark_metrics.json"))) == 2
@@ -79,5 +79,5 @@ def test_a_missing_plugin_is_named_with_its_extra(monkeypatch, arg, extra):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("hydra_plugins.") else real(name, *a))
     with pytest.raises(SystemExit, match=rf'pip install "facelearn\[{extra}\]"'):
-        plugins.check_plugins(["+debug=tiny", arg])
-    plugins.check_plugins(["+debug=tiny", "head=arcface"])  # nothing optional asked for
+        plugins.check_plugins(["+debug=tiny_synthetic", arg])
+    plugins.check_plugins(["+debug=tiny_synthetic", "head=arcface"])  # nothing optional asked for

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facelearn.data.samplers import IdentityPairSampler, MPerClassBatchSampler
+from facelearn.data.samplers import IdentityPairSampler, MPerClassBatchSampler, ShuffleBatchSampler
 
 LABELS = np.repeat(np.arange(40), [2, 3, 5, 6] * 10)  # 40 identities with 2..6 images
 
@@ -84,3 +84,15 @@ def test_shuffle_sampler_covers_every_image_once_per_epoch_disjoint_ranks_and_re
     resumed = ShuffleBatchSampler(labels, batch_size=10, seed=3)
     resumed.load_state_dict({"epoch": 0, "start": 4, "seed": 3})
     assert list(resumed) == batches[4:]
+
+
+# +debug=overfit: the batch sampler repeats epoch 0's batches every epoch (trainer.overfit_batches).
+def test_same_every_epoch_repeats_epoch_zero():
+    labels = np.repeat(np.arange(20), 3)
+    s = ShuffleBatchSampler(labels=labels, batch_size=6, seed=1, num_replicas=1, rank=0)
+    first = list(s)
+    s.set_epoch(1)
+    assert list(s) != first  # normally a new permutation
+    s.same_every_epoch = True
+    s.set_epoch(2)
+    assert list(s) == first

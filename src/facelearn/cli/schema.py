@@ -18,11 +18,13 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
+import re
 import typing
 from typing import Any, Iterator
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError
 
 #: parameters the code passes itself when it instantiates a node (so ``???`` there is expected)
 FILLED_AT_RUNTIME = frozenset({"num_classes"})
@@ -124,8 +126,15 @@ def _value(node: DictConfig, key: str) -> Any:
         if isinstance(child, ListConfig):
             return OmegaConf.to_container(child, resolve=True)
         return node[key]
+    except InterpolationToMissingValueError as e:  # e.g. ${paths.dataset_dir}/train.rec with no dataset_dir
+        missing = re.search(r"Missing mandatory value: ([\w.]+)", str(e))
+        return _MissingVia(missing.group(1) if missing else str(e).splitlines()[0])
     except Exception:  # noqa: BLE001 - unresolvable interpolation: validate() or the run itself reports it
         return _NOT_GIVEN
+
+
+class _MissingVia(str):
+    """The value interpolates a key that is ``???`` (the key's name)."""
 
 
 def check_node(path: str, node: DictConfig) -> None:
@@ -155,6 +164,8 @@ def check_node(path: str, node: DictConfig) -> None:
         value = _value(node, key)
         if value is _NOT_GIVEN:
             continue
+        if isinstance(value, _MissingVia):
+            raise ValueError(f"{where} needs {value}, which is not set: add {value}=...")
         if value == "???":
             if key in FILLED_AT_RUNTIME or partial:
                 continue

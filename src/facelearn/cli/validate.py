@@ -69,6 +69,24 @@ def _positive_number(cfg: DictConfig, key: str) -> None:
         raise ValueError(f"{key}={value!r}: expected a number > 0")
 
 
+def reported_benchmarks(bench_cfg: Any) -> list[str]:
+    """The names the configured benchmarks are reported under (``bench/<name>/...``): the config keys, except that
+    an entry standing for several sets (``BinFolder``: the ``.bin`` files of a folder) is expanded here, which also
+    checks that its folder exists before any data are read."""
+    from hydra.utils import instantiate
+
+    from facelearn.protocols.base import Protocol
+    names: list[str] = []
+    for key, node in bench_cfg.items():
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        cls = get_class(str(target)) if target else None
+        if cls is not None and isinstance(cls, type) and issubclass(cls, Protocol) and cls.expand is not Protocol.expand:
+            names += list(instantiate(node).expand(str(key)))
+        else:
+            names.append(str(key))
+    return names
+
+
 def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
     """Types and ranges of the options users type most, the monitor metric, precision vs device, ckpt_path.
     Returns the checkpoint ``ckpt_path`` names (loaded once, with the restricted unpickler), or None."""
@@ -85,7 +103,7 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
         raise ValueError(f"trainer.precision={precision} is not supported on trainer.accelerator=cpu: use 32-true "
                          "(or bf16-mixed)")
     monitor = cfg.get("monitor")
-    benchmarks = cfg.get("benchmark") or {}
+    benchmarks = reported_benchmarks(cfg.get("benchmark") or {})
     if monitor and str(monitor).startswith("bench/"):
         name = str(monitor).split("/")[1]
         if name not in benchmarks:

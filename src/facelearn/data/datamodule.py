@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from facelearn.data.images import FaceCrop, decode_image, face_matrices
 from facelearn.data.splits import check_disjoint, exclude_identities
 from facelearn.data.transforms import BatchAugment
-from facelearn.protocols.base import BenchmarkSet, Protocol, load_protocols
+from facelearn.protocols.base import BenchmarkSet, Protocol, expand_protocols, load_protocols
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class FaceDataModule(pl.LightningDataModule):
                  sampler: Any = None, seed: int = 0, stream: bool = False) -> None:
         super().__init__()
         self.train_source, self.split = train, split
-        self.benchmark_specs: dict[str, Protocol] = dict(benchmarks or {})
+        # config entries -> the sets they stand for (a BinFolder: one per .bin file), by their reported names
+        self.benchmark_specs: dict[str, Protocol] = expand_protocols(benchmarks or {})
         self.stream = stream
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.cache_dir = cache_dir
@@ -210,6 +211,9 @@ class FaceDataModule(pl.LightningDataModule):
             world, rank = self._world()
             batch_sampler = self.sampler_factory(labels=ds.labels.numpy(), batch_size=self.batch_size,
                                                  seed=self.seed, num_replicas=world, rank=rank)
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and getattr(trainer, "overfit_batches", 0):
+                batch_sampler.same_every_epoch = True
             return DataLoader(ds, batch_sampler=batch_sampler, **common)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=True, **common)
 

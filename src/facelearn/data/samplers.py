@@ -46,12 +46,15 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.start = 0  # batches of the current epoch already consumed (set when resuming)
         self.sampler = _EpochRelay(self)
+        # trainer.overfit_batches (+debug=overfit): every epoch repeats epoch 0's batches, so Lightning's first-K
+        # limit sees the same images each epoch (Lightning swaps only a RandomSampler for a sequential one)
+        self.same_every_epoch = False
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         raise NotImplementedError
 
     def rank_batches(self, epoch: int) -> list[list[int]]:
-        batches = self.global_batches(epoch)
+        batches = self.global_batches(0 if self.same_every_epoch else epoch)
         per_rank = len(batches) // self.num_replicas
         return batches[self.rank::self.num_replicas][:per_rank]
 

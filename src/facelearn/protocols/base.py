@@ -56,15 +56,31 @@ class Protocol(ABC):
         """Remove what the benchmark holds out from the training records (default: nothing)."""
         return records
 
+    def expand(self, name: str) -> dict[str, "Protocol"]:
+        """The benchmarks this entry stands for, by the name each is reported under (default: itself under its
+        config key). A folder of sets (``BinFolder``) gives one per file, named by the file."""
+        return {name: self}
+
+
+def expand_protocols(protocols: Mapping[str, Protocol]) -> dict[str, Protocol]:
+    """Config entries -> the benchmarks they stand for (``Protocol.expand``); two with one name are refused."""
+    out: dict[str, Protocol] = {}
+    for key, protocol in protocols.items():
+        if not isinstance(protocol, Protocol):
+            raise TypeError(f"benchmark.{key}: {type(protocol).__name__} is not a facelearn.protocols.Protocol "
+                            "(its _target_ must name a Protocol subclass)")
+        for name, part in protocol.expand(key).items():
+            if name in out:
+                raise ValueError(f"benchmark.{key}: its set {name!r} is configured twice (drop one of them)")
+            out[name] = part
+    return out
+
 
 def load_protocols(protocols: Mapping[str, Protocol], image_size: int, cache_dir: str | None = None,
                    log: Any = None) -> dict[str, BenchmarkSet]:
     """Load every configured benchmark (training and ``facelearn.evaluate`` share this)."""
     sets: dict[str, BenchmarkSet] = {}
-    for name, protocol in protocols.items():
-        if not isinstance(protocol, Protocol):
-            raise TypeError(f"benchmark.{name}: {type(protocol).__name__} is not a facelearn.protocols.Protocol "
-                            "(its _target_ must name a Protocol subclass)")
+    for name, protocol in expand_protocols(protocols).items():
         sets[name] = bset = protocol.load(image_size, cache_dir)
         bset.name = name
         if log is not None:

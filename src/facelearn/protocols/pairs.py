@@ -268,6 +268,44 @@ class BinPairs(Protocol):
         return load_bin_pairs(self.path, image_size, self.name)
 
 
+#: the verification sets insightface ships beside its training .rec files (faces_emore, ms1m-retinaface-t1,
+#: glint360k, ...); arcface_torch's configs validate on ``val_targets = ['lfw', 'cfp_fp', 'agedb_30']`` of them.
+INSIGHTFACE_VAL = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
+
+
+class BinFolder(Protocol):
+    """Every ``<target>.bin`` of a dataset folder, each its own benchmark named by its file (``bench/agedb_30/...``),
+    as arcface_torch reads ``val_targets`` from the training set's folder. Targets absent from the folder are
+    skipped with one log line; a folder with none of them is an error naming it."""
+
+    def __init__(self, root: str, targets: list[str] | tuple[str, ...] = INSIGHTFACE_VAL) -> None:
+        self.root, self.targets = str(root), [str(t) for t in targets]
+        self.name = "insightface_val"
+
+    def present(self) -> list[str]:
+        """The targets whose ``.bin`` is in the folder, in the configured order."""
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"benchmark root {self.root} is not a folder (expected a dataset folder holding "
+                                    f"{', '.join(t + '.bin' for t in self.targets)})")
+        return [t for t in self.targets if os.path.isfile(os.path.join(self.root, f"{t}.bin"))]
+
+    def expand(self, name: str) -> dict[str, Protocol]:
+        found = self.present()
+        if not found:
+            raise FileNotFoundError(f"benchmark {name}: none of {', '.join(t + '.bin' for t in self.targets)} "
+                                    f"is in {self.root}")
+        missing = [t for t in self.targets if t not in found]
+        if missing:
+            log.info("benchmark %s: %s (not in %s: %s)", name, ", ".join(found), self.root, ", ".join(missing))
+        return {t: BinPairs(os.path.join(self.root, f"{t}.bin"), name=t) for t in found}
+
+    def identities(self) -> set[str] | None:  # expanded before use (expand_protocols)
+        raise TypeError("BinFolder is expanded into its .bin sets before use (facelearn.protocols.expand_protocols)")
+
+    def load(self, image_size: int, cache_dir: str | None = None) -> PairSet:
+        raise TypeError("BinFolder is expanded into its .bin sets before use (facelearn.protocols.expand_protocols)")
+
+
 class SyntheticPairs(Protocol):
     """A held-out synthetic verification set: its own identities (its own seed), ``num_pairs`` matched and as many
     mismatched pairs, ``hard_fraction`` of the mismatched ones between look-alike members of one family."""
