@@ -12,7 +12,7 @@ out=$(realpath -m "$1"); mkdir -p "$out"
 py=${PYTHON:-python}
 cd "$out"
 export FACELEARN_CACHE=${FACELEARN_CACHE:-$out/cache}
-"$py" -m facelearn.train +experiment=conventional_lfw "benchmark=[lfw_view1,cfp_fp]" \
+"$py" -m facelearn.train +experiment=conventional_lfw "benchmark=[lfw_devtest,cfp_fp]" \
   data.split.min_images_per_identity=5 seed=0 task_name=pretrain paths.log_dir="$out/pretrain" > pretrain.log 2>&1
 ckpt=$(ls "$out"/pretrain/pretrain/runs/*/checkpoints/last.ckpt)
 shallow=(data.split.max_images_per_identity=4)

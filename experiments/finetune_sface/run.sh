@@ -15,12 +15,12 @@ export DATA=${FACELEARN_DATA:?}
 train() {  # experiment lr seed task [overrides...]
   local exp=$1 lr=$2 seed=$3 task=$4; shift 4
   $PY -m facelearn.train +experiment=$exp optimizer.lr=$lr seed=$seed task_name=$task \
-    "benchmark=[lfw_view1,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw.exclude_people="$HERE/lfw_shallow_people.txt" \
+    "benchmark=[lfw_devtest,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw_view2.exclude_people="$HERE/lfw_shallow_people.txt" \
     "$@" > logs_${task}_$seed.log 2>&1
 }
 pretrained() {
   $PY -m facelearn.evaluate backbone=sface alignment=five_point flip_tta=false \
-    "benchmark=[lfw_view1,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw.exclude_people="$HERE/lfw_shallow_people.txt" \
+    "benchmark=[lfw_devtest,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw_view2.exclude_people="$HERE/lfw_shallow_people.txt" \
     paths.output_dir="$PWD/pretrained" > logs_pretrained.log 2>&1
 }
 ida_pretrained() {  # benchmark-group anchors-list

@@ -10,14 +10,14 @@ PY=${PY:-python}
 here=$(cd "$(dirname "$0")" && pwd)
 people=$here/lfw_shallow_people.txt
 stream_a() {
-  $PY -m facelearn.train -m +experiment=sface_lfw_shallow optimizer.lr=0.001,0.01,0.1 seed=0 benchmark=lfw_view1 \
+  $PY -m facelearn.train -m +experiment=sface_lfw_shallow optimizer.lr=0.001,0.01,0.1 seed=0 benchmark=lfw_devtest \
     task_name=lr_sweep_conventional
   $PY -m facelearn.evaluate backbone=sface alignment=five_point flip_tta=false \
-    "benchmark=[lfw_view1,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw.exclude_people="$people" \
-    benchmark.lfw.name=lfw_view2_unseen paths.output_dir="$PWD/pretrained"
+    "benchmark=[lfw_devtest,cfp_fp,cfp_ff,lfw_view2]" benchmark.lfw_view2.exclude_people="$people" \
+    benchmark.lfw_view2.name=lfw_view2_unseen paths.output_dir="$PWD/pretrained"
 }
 stream_b() {
-  $PY -m facelearn.train -m +experiment=sst_sface_lfw_shallow optimizer.lr=0.01,0.1 seed=0 benchmark=lfw_view1 \
+  $PY -m facelearn.train -m +experiment=sst_sface_lfw_shallow optimizer.lr=0.01,0.1 seed=0 benchmark=lfw_devtest \
     task_name=lr_sweep_sst
 }
 stream_a > stream_a.log 2>&1 &

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-# (benchmark key, metric); "lfw" is View-2 without the fine-tuning people (benchmark.lfw.exclude_people)
+# (benchmark key, metric); "lfw" is View-2 without the fine-tuning people: the key of lfw_view2 when these runs were
+# made (5fe5d7b and earlier; today lfw_view2, benchmark.lfw_view2.exclude_people)
 METRICS = (("lfw_devtest", "accuracy"), ("lfw", "accuracy"), ("lfw", "tar@far=0.01"), ("cfp_fp", "accuracy"),
            ("cfp_fp", "tar@far=0.01"), ("cfp_ff", "accuracy"), ("cfp_ff", "tar@far=0.001"))
 LABELS = {"lfw_devtest": "pairsDevTest", "lfw": "View-2 unseen", "cfp_fp": "CFP-FP", "cfp_ff": "CFP-FF"}

@@ -6,7 +6,7 @@
 set -euo pipefail
 for job in "$@"; do
   ckpt="$job/checkpoints/last.ckpt"
-  for bench in cfp_fp lfw_view1; do
+  for bench in cfp_fp lfw_devtest; do
     python -m facelearn.evaluate ckpt_path="$ckpt" benchmark=$bench ida=both "fars=[0.1,0.01,0.001]" > /dev/null
     python -m facelearn.evaluate ckpt_path="$ckpt" benchmark=$bench ida=ida_r ida.ida_r.anchors=fc-weights \
       "fars=[0.1,0.01,0.001]" output_file=evaluation.json > /dev/null

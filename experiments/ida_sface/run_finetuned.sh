@@ -12,13 +12,13 @@ ckpt=$1 label=$2 kind=${3:-}
 people=$here/../finetune_sface/lfw_shallow_people.txt
 sweep() { $PY "$here/sweep.py" "$@"; }
 sweep --out "ida_${label}_anchors_lfw.json" -- ckpt_path="$ckpt" benchmark=lfw_view2 \
-  benchmark.lfw.exclude_people="$people" ida=ida_r ida.ida_r.anchors=folder ida.ida_r.folder="$PWD/anchors/anchors_lfw" \
+  benchmark.lfw_view2.exclude_people="$people" ida=ida_r ida.ida_r.anchors=folder ida.ida_r.folder="$PWD/anchors/anchors_lfw" \
   paths.output_dir="$PWD/ida_${label}_anchors_lfw" > "logs_ida_${label}_anchors_lfw.log" 2>&1
 sweep --out "ida_${label}_anchors_cfp.json" -- ckpt_path="$ckpt" "benchmark=[cfp_fp,cfp_ff]" \
   ida=ida_r ida.ida_r.anchors=folder ida.ida_r.folder="$PWD/anchors/anchors_cfp" \
   paths.output_dir="$PWD/ida_${label}_anchors_cfp" > "logs_ida_${label}_anchors_cfp.log" 2>&1
 if [ "$kind" = conventional ]; then
   sweep --no-ida-l --out "ida_${label}_fc_weights.json" -- ckpt_path="$ckpt" "benchmark=[lfw_view2,cfp_fp,cfp_ff]" \
-    benchmark.lfw.exclude_people="$people" ida=ida_r ida.ida_r.anchors=fc-weights \
+    benchmark.lfw_view2.exclude_people="$people" ida=ida_r ida.ida_r.anchors=fc-weights \
     paths.output_dir="$PWD/ida_${label}_fc_weights" > "logs_ida_${label}_fc_weights.log" 2>&1
 fi

@@ -164,7 +164,7 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
     module, run_cfg = load_model(cfg)
     if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here
         if cfg.get("benchmark") is None:
-            raise ValueError("without ckpt_path, choose the benchmark, e.g. benchmark=lfw_view1")
+            raise ValueError("without ckpt_path, choose the benchmark, e.g. benchmark=lfw_devtest")
         size = cfg.image_size or getattr(module, "image_size", None) or OmegaConf.select(cfg, "data.image_size")
         if not size:
             raise ValueError(f"{cfg.onnx_path}: its input size is dynamic; give image_size=")
@@ -178,7 +178,7 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
             cfg.data = run_cfg.data
     bench_cfg = cfg.benchmark if cfg.get("benchmark") is not None else run_cfg.get("benchmark")
     if not bench_cfg:
-        raise ValueError("no benchmarks: the checkpoint's config has none; choose one, e.g. benchmark=lfw_view1")
+        raise ValueError("no benchmarks: the checkpoint's config has none; choose one, e.g. benchmark=lfw_devtest")
     image_size = cfg.image_size or run_cfg.data.image_size
     cache_dir = cfg.paths.cache_dir
     scorers = {"cosine": CosineScorer(), **{k: instantiate(v) for k, v in (cfg.get("ida") or {}).items()}}

@@ -68,7 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         os.makedirs(cfg.paths.output_dir, exist_ok=True)
         OmegaConf.save(cfg, os.path.join(cfg.paths.output_dir, "config.yaml"), resolve=True)
-        # the identities trained on, one per line: e.g. benchmark.lfw.exclude_people= of a later evaluation
+        # the identities trained on, one per line: e.g. benchmark.lfw_view2.exclude_people= of a later evaluation
         with open(os.path.join(cfg.paths.output_dir, "train_identities.txt"), "w", encoding="utf-8") as fh:
             fh.writelines(f"{name}\n" for name in datamodule.train_dataset.class_names)
         stats = getattr(datamodule, "split_stats", {})

@@ -106,7 +106,7 @@ def test_every_plus_group_option_composes_on_an_lfw_experiment(group, option):
 README_ALIGNMENT_LINES = [
     ["+experiment=conventional_lfw_shallow", "alignment=five_point"],
     ["data=folder", "data.train.root=/data/photos", "alignment=five_point", "benchmark=[lfw_view2,cfp_fp]",
-     "monitor=bench/lfw/accuracy"],
+     "monitor=bench/lfw_view2/accuracy"],
     ["+experiment=conventional_lfw_shallow", "backbone=sface", "alignment=five_point", "data.image_size=112"],
 ]
 

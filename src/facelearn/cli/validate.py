@@ -70,8 +70,8 @@ def _positive_number(cfg: DictConfig, key: str) -> None:
 
 
 def reported_benchmarks(bench_cfg: Any) -> list[str]:
-    """The names the configured benchmarks are reported under (``bench/<name>/...``): the config keys, except that
-    an entry standing for several sets (``BinFolder``: the ``.bin`` files of a folder) is expanded here, which also
+    """The names the configured benchmarks are reported under (``bench/<name>/...``): the config keys (or a
+    ``name=`` given to one), except that an entry standing for several sets (``BinFolder``: the ``.bin`` files of a folder) is expanded here, which also
     checks that its folder exists before any data are read."""
     from hydra.utils import instantiate
 
@@ -83,7 +83,7 @@ def reported_benchmarks(bench_cfg: Any) -> list[str]:
         if cls is not None and isinstance(cls, type) and issubclass(cls, Protocol) and cls.expand is not Protocol.expand:
             names += list(instantiate(node).expand(str(key)))
         else:
-            names.append(str(key))
+            names.append(str(node.get("name") or key) if isinstance(node, DictConfig) else str(key))
     return names
 
 

@@ -39,6 +39,9 @@ class Protocol(ABC):
     """A benchmark as configured (``conf/benchmark/*.yaml``)."""
 
     name: str
+    #: ``name=`` as configured (``benchmark.<key>.name=...``): the name results, the monitor and reports use instead
+    #: of the config key; None: the key.
+    given_name: str | None = None
     #: True when the test data is carved out of the training data (the one-shot split): a checkpoint can only be
     #: evaluated with the split it was trained with.
     splits_training_data: bool = False
@@ -58,8 +61,9 @@ class Protocol(ABC):
 
     def expand(self, name: str) -> dict[str, "Protocol"]:
         """The benchmarks this entry stands for, by the name each is reported under (default: itself under its
-        config key). A folder of sets (``BinFolder``) gives one per file, named by the file."""
-        return {name: self}
+        ``name=`` if given, else its config key). A folder of sets (``BinFolder``) gives one per file, named by
+        the file."""
+        return {self.given_name or name: self}
 
 
 def expand_protocols(protocols: Mapping[str, Protocol]) -> dict[str, Protocol]:

@@ -140,7 +140,7 @@ class CFPPairs(Protocol):
         if not crop_scale > 0:
             raise ValueError(f"CFP crop_scale must be > 0, got {crop_scale}")
         self.root, self.protocol, self.crop_scale = str(root), protocol, float(crop_scale)
-        self.name = name or f"cfp_{protocol.lower()}"
+        self.name, self.given_name = name or f"cfp_{protocol.lower()}", name
         self.alignment = alignment
 
     def identities(self) -> set[str]:

@@ -151,7 +151,7 @@ class LFWPairs(Protocol):
         # identity_key of each excluded name (read once, when the benchmark is configured)
         self._excluded = ({identity_key(n) for n in read_names(self.exclude_people, "exclude_people")}
                           if self.exclude_people else set())
-        self.name = name or os.path.splitext(os.path.basename(self.pairs_file))[0]
+        self.name, self.given_name = name or os.path.splitext(os.path.basename(self.pairs_file))[0], name
         self.extension = extension
 
     def image_path(self, name: str, index: int) -> str:
@@ -260,6 +260,7 @@ class BinPairs(Protocol):
 
     def __init__(self, path: str, name: str | None = None) -> None:
         self.path, self.name = str(path), name or os.path.splitext(os.path.basename(str(path)))[0]
+        self.given_name = name
 
     def identities(self) -> set[str] | None:
         return None

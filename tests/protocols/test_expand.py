@@ -1,4 +1,5 @@
-"""benchmark=insightface_val (BinFolder): every standard .bin of a folder, each under its own name."""
+"""What a benchmark entry stands for and the name it is reported under (facelearn.protocols.expand_protocols):
+benchmark=insightface_val (BinFolder: every standard .bin of a folder, each under its own name) and name=."""
 
 import logging
 import pickle
@@ -35,3 +36,22 @@ def test_a_set_configured_twice_is_refused(tmp_path):
     write_bins(tmp_path, ["lfw"])
     with pytest.raises(ValueError, match=r"its set 'lfw' is configured twice"):
         expand_protocols({"lfw": BinPairs(str(tmp_path / "lfw.bin")), "val": BinFolder(str(tmp_path))})
+
+
+def test_a_given_name_is_the_reported_name(tmp_path):
+    write_bins(tmp_path, ["lfw"])
+    sets = expand_protocols({"bin": BinPairs(str(tmp_path / "lfw.bin"), name="mine"), "b2": BinPairs("x.bin")})
+    assert list(sets) == ["mine", "b2"]
+
+
+def test_monitor_and_validation_use_the_reported_names(tmp_path):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from facelearn.cli.validate import reported_benchmarks
+    write_bins(tmp_path, ["lfw", "agedb_30"])
+    GlobalHydra.instance().clear()
+    with initialize_config_module("facelearn.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["benchmark=[lfw_devtest,insightface_val]", "benchmark.lfw_devtest.name=x",
+                                          f"paths.dataset_dir={tmp_path}"])
+    assert reported_benchmarks(cfg.benchmark) == ["x", "lfw", "agedb_30"]
