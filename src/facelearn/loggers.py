@@ -201,7 +201,10 @@ def _wandb_results(lg: WandbLogger, results, curves, step: int) -> None:
             plot = wandb.plot.line_series(xs=[c["far"] for c in by_scorer.values()],
                                           ys=[c["tar"] for c in by_scorer.values()], keys=list(by_scorer),
                                           title=f"ROC {bench}", xname="FAR")
-            lg.experiment.log({f"bench/{bench}/roc": plot}, step=step)
+            # through Lightning's log_metrics (step as trainer/global_step, like the table): wandb's own step= would
+            # silently drop the plot once wandb's internal step counter has passed the global step
+            # (log_every_n_steps=1 logs more often than once per step)
+            lg.log_metrics({f"bench/{bench}/roc": plot}, step=step)
 
 
 def _tensorboard_results(lg: TensorBoardLogger, results, curves, step: int) -> None:

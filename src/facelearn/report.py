@@ -3,8 +3,9 @@
 Every run directory below the given paths that holds ``benchmark_metrics.json`` (training) or ``evaluation.json``
 (``facelearn.evaluate``) is one job; its label is its Hydra overrides (``.hydra/overrides.yaml``) without ``seed=``
 and the ``paths.*`` keys, and only the overrides that differ between the runs, so runs that differ only by seed are
-one row with mean ± std over seeds (the count is shown). Prints the Markdown table (rows = runs, columns = metrics,
-in % except thresholds); ``--csv`` writes the numbers (mean and std in separate columns), ``--roc`` a PNG with the
+one row with mean ± std over seeds (the count is shown); an evaluation of a checkpoint is labelled ``evaluation: ...``.
+Prints one Markdown table per benchmark (rows = runs, columns = metrics, in % except thresholds; ``--benchmark``:
+that one only); ``--csv`` writes the numbers (mean and std in separate columns), ``--roc`` a PNG with the
 ROC curve of every run (from the runs' ``roc.json``), ``--markdown`` the table to a file.
 """
 
@@ -99,13 +100,20 @@ def labels(runs: list[Path]) -> tuple[list[str], list[str]]:
     common = [o for o in overrides[0] if all(o in ov for ov in overrides[1:])] if len(runs) > 1 else []
     out = []
     for run, ov in zip(runs, overrides):
-        out.append((" ".join(o for o in ov if o not in common) or "(the common overrides only)") if ov else run.name)
+        label = (" ".join(o for o in ov if o not in common) or "(the common overrides only)") if ov else run.name
+        # an evaluation of a checkpoint is not the training run it came from, even with the same overrides
+        out.append(f"evaluation: {label}" if (run / "evaluation.json").is_file() else label)
     return out, common
 
 
+def benchmarks_of(runs: list[Path]) -> list[str]:
+    """Every benchmark any run reports, in the order they first appear."""
+    return list(dict.fromkeys(name for run in runs for name in load_metrics(run)))
+
+
 def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dict[str, float]]], list[str]]:
-    """Rows keyed by the overrides that differ between runs (each item carries its seed under ``"_seed"``); also
-    returns the overrides shared by all."""
+    """Rows of one benchmark, keyed by the overrides that differ between runs (each item carries its seed under
+    ``"_seed"``); also returns the overrides shared by all. ``benchmark`` None: each run's first benchmark."""
     names, common = labels(runs)
     rows: dict[str, list[dict[str, float]]] = defaultdict(list)
     for run, label in zip(runs, names):
@@ -115,6 +123,24 @@ def collect(runs: list[Path], benchmark: str | None) -> tuple[dict[str, list[dic
             raise ReportError(f"{run}: no benchmark {name!r} (it has {sorted(data)}); choose with --benchmark")
         rows[label].append({**data[name], "_seed": run_seed(run)})
     return rows, common
+
+
+def collect_by_benchmark(runs: list[Path], benchmark: str | None) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """benchmark -> its rows (``collect``), over the runs that report it: one table per benchmark, so rows of
+    different benchmarks are never side by side. ``benchmark`` given: that one only (every run must have it)."""
+    if benchmark is not None:
+        return {benchmark: collect(runs, benchmark)[0]}
+    names, _ = labels(runs)
+    by_label = dict(zip(runs, names))
+    out: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for name in benchmarks_of(runs):
+        rows: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for run in runs:
+            data = load_metrics(run)
+            if name in data:
+                rows[by_label[run]].append({**data[name], "_seed": run_seed(run)})
+        out[name] = rows
+    return out
 
 
 def paired(rows: dict[str, list[dict[str, float]]], reference: str, metric: str) -> dict[str, list[float]]:
@@ -142,8 +168,12 @@ def metric_name(metric: str) -> str:
         return metric
 
 
+def _available(rows: dict[str, list[dict[str, float]]]) -> set[str]:
+    return {k for items in rows.values() for i in items for k in i if not k.startswith("_")}
+
+
 def check_metrics(rows: dict[str, list[dict[str, float]]], metrics: list[str]) -> None:
-    available = sorted({k for items in rows.values() for i in items for k in i if not k.startswith("_")})
+    available = sorted(_available(rows))
     unknown = [m for m in metrics if m not in available]
     if unknown:
         raise ReportError(f"--metrics {unknown} not in the runs' results; available: {' '.join(available)}")
@@ -254,10 +284,21 @@ def main(argv: list[str] | None = None) -> None:
         runs = find_runs(args.dirs)
         if not runs:
             raise ReportError(f"no {' or '.join(_RESULT_FILES)} under {' '.join(args.dirs)}")
-        rows, common = collect(runs, args.benchmark)
+        tables = collect_by_benchmark(runs, args.benchmark)
+        _, common = labels(runs)
         args.metrics = [metric_name(m) for m in args.metrics]
-        check_metrics(rows, args.metrics)
-        text = markdown(table(rows, tuple(args.metrics), args.reference))
+        if args.benchmark is not None or len(tables) == 1:
+            for rows in tables.values():
+                check_metrics(rows, args.metrics)
+        else:  # every benchmark of the runs: one without any of the metrics (e.g. identification) is named, not shown
+            for name in [n for n, rows in tables.items() if not set(args.metrics) & _available(rows)]:
+                print(f"benchmark {name}: none of --metrics {' '.join(args.metrics)} (it has "
+                      f"{' '.join(sorted(_available(tables.pop(name))))}); see it with --benchmark {name} --metrics ...",
+                      file=sys.stderr)
+            if not tables:
+                raise ReportError(f"no benchmark of these runs has any of --metrics {' '.join(args.metrics)}")
+        text = "\n\n".join(f"benchmark: {name}\n\n" + markdown(table(rows, tuple(args.metrics), args.reference))
+                           for name, rows in tables.items())
     except ReportError as e:
         sys.exit(f"facelearn-report: {e}")
     print(text)
@@ -270,7 +311,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {job}: {' '.join(run_overrides(job))}", file=sys.stderr)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
-            csv.writer(fh).writerows(numeric_rows(rows, tuple(args.metrics), args.reference))
+            writer = csv.writer(fh)
+            for i, (name, rows) in enumerate(tables.items()):  # one header, a benchmark column
+                numbers = numeric_rows(rows, tuple(args.metrics), args.reference)
+                writer.writerows(([["benchmark", *numbers[0]]] if i == 0 else [])
+                                 + [[name, *row] for row in numbers[1:]])
     if args.markdown:
         Path(args.markdown).write_text(text + (f"\n\ncommon to all runs: {' '.join(common)}\n" if common else "\n"))
     if args.roc:
