@@ -121,3 +121,15 @@ def test_recipe_sources_are_cited():
     for recipe in RECIPES:
         text = (ROOT / "src" / "facelearn" / "conf" / "experiment" / f"{recipe}.yaml").read_text()
         assert "arcface_torch's configs/" in text and "deepinsight/insightface, commit" in text, recipe
+
+
+def test_the_readmes_recipe_lines_compose_as_printed():
+    """Every README line that trains a recipe composes as printed (its /data folders are placeholders)."""
+    import shlex
+    from test_configs import compose_train
+    lines = [li.split("#")[0] for li in (ROOT / "README.md").read_text().splitlines()
+             if li.startswith("python -m facelearn.train") and any(f"+experiment={r}" in li for r in RECIPES)]
+    assert len(lines) >= 2
+    for line in lines:
+        cfg = compose_train(shlex.split(line)[3:])
+        assert cfg.task_name in RECIPES and cfg.paths.dataset_dir.startswith("/data/")
