@@ -1,10 +1,18 @@
 """ONNX embedding models: export a trained checkpoint, and embed with onnxruntime like a checkpoint does.
 
-The exported graph is the whole embedding: input ``images`` float32 (N, 3, H, W) with pixel values in [0, 255]
-(RGB, the training crop), normalisation to [-1, 1] built in, the embedding network, the flip test-time augmentation
-when the model uses it (f(x) + f(flip(x))), L2 normalisation; output ``embeddings`` (N, D). The batch dimension is
-dynamic. ``OnnxEmbedder`` runs it with onnxruntime behind the same ``embed`` contract as a FaceModule, so every
-benchmark and scorer evaluates it unchanged.
+Two layouts (``facelearn.export layout=...``, recorded in the file's metadata as ``facelearn_layout``):
+
+* ``facelearn`` (default): the whole embedding. Input ``images`` float32 (N, 3, H, W) with pixel values in
+  [0, 255] (RGB, the training crop), normalisation to [-1, 1] built in, the embedding network, the flip test-time
+  augmentation when the model uses it (f(x) + f(flip(x))), L2 normalisation; output ``embeddings`` (N, D).
+* ``insightface``: what insightface's ``model_zoo.ArcFaceONNX`` and arcface_torch's ``onnx_helper`` load, as
+  arcface_torch's ``torch2onnx.py`` writes it: the embedding network alone (no flip, no L2), input ``data`` RGB
+  (N, 3, S, S) already scaled to (x - 127.5) / 127.5, output the raw embedding, opset 11 (TorchScript exporter).
+  ``ArcFaceONNX`` picks that scaling from the names of the graph's first 8 nodes (a ``Sub*``/``_minus*`` and a
+  ``Mul*``/``_mul*`` node mean "normalisation inside": raw pixels); the export checks that rule gives 127.5 / 127.5.
+
+The batch dimension is dynamic. ``OnnxEmbedder`` runs either with onnxruntime behind the same ``embed`` contract as
+a FaceModule, so every benchmark and scorer evaluates it unchanged.
 """
 
 from __future__ import annotations
@@ -50,6 +58,45 @@ def export_onnx(module, path: str, image_size: int) -> None:
         for lg, level in zip(noisy, levels):
             lg.setLevel(level)
     program.save(path)
+    _set_layout(path, "facelearn")
+
+
+LAYOUTS = ("facelearn", "insightface")
+
+
+def _set_layout(path: str, layout: str) -> None:
+    import onnx
+    model = onnx.load(path, load_external_data=False)
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "facelearn_layout", layout
+    onnx.save(model, path)
+
+
+def insightface_input_scaling(path: str) -> tuple[float, float]:
+    """(mean, std) that insightface's ``ArcFaceONNX`` would feed this file with (its rule, re-implemented: a node
+    named ``Sub*``/``_minus*`` and one named ``Mul*``/``_mul*`` among the first 8 mean raw pixels, (0, 1); else
+    (127.5, 127.5))."""
+    import onnx
+    nodes = onnx.load(path, load_external_data=False).graph.node[:8]
+    sub = any(n.name.startswith(("Sub", "_minus")) for n in nodes)
+    mul = any(n.name.startswith(("Mul", "_mul")) for n in nodes)
+    return (0.0, 1.0) if sub and mul else (127.5, 127.5)
+
+
+def export_insightface_onnx(module, path: str, image_size: int, opset: int = 11) -> None:
+    """The embedding network alone in insightface's layout (see the module docstring)."""
+    import warnings
+    net = module.embedding_network().eval()
+    example = torch.rand(2, 3, image_size, image_size) * 2 - 1
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated; arcface_torch's files are made with it
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), path, input_names=["data"], output_names=["embedding"],
+                          opset_version=opset, dynamo=False, do_constant_folding=True,
+                          dynamic_axes={"data": {0: "batch"}, "embedding": {0: "batch"}})
+    _set_layout(path, "insightface")
+    if insightface_input_scaling(path) != (127.5, 127.5):
+        raise RuntimeError(f"{path}: its first node names would make insightface feed raw pixels; rename them")
 
 
 class OnnxEmbedder:
@@ -70,6 +117,10 @@ class OnnxEmbedder:
             raise ValueError(f"{path}: expected one (N, 3, H, W) input, got {[(i.name, i.shape) for i in inputs]}")
         self.input_name = inputs[0].name
         self.image_size = inputs[0].shape[-1] if isinstance(inputs[0].shape[-1], int) else None
+        # facelearn's own files say their layout; a file without one is read as facelearn's (earlier exports)
+        self.layout = self.session.get_modelmeta().custom_metadata_map.get("facelearn_layout", "facelearn")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{path}: unknown facelearn_layout {self.layout!r} (expected one of {LAYOUTS})")
 
     def eval(self) -> "OnnxEmbedder":
         return self
@@ -78,9 +129,14 @@ class OnnxEmbedder:
         return self
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().numpy() if images.dtype == torch.uint8 else ((images.float() + 1) * 127.5).numpy()
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-        return torch.from_numpy(out)
+        """uint8 pixels (or floats in [-1, 1]) -> L2-normalised embeddings, whichever layout the file has."""
+        if self.layout == "insightface":  # (x - 127.5) / 127.5 in, raw embedding out
+            x = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+        else:
+            x = images.float() if images.dtype == torch.uint8 else (images.float() + 1) * 127.5
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+        out = torch.from_numpy(out)
+        return F.normalize(out, dim=1) if self.layout == "insightface" else out
 
 
 def _runnable(path: str):

@@ -51,3 +51,48 @@ def test_evaluating_a_checkpoint_does_not_reload_its_starting_weights(tmp_path):
     loaded, _ = load_checkpoint_module(str(ckpt))
     for key, value in module.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def arcface_onnx_embed(path, bgr_images):
+    """insightface model_zoo.ArcFaceONNX.get_feat, re-implemented (no insightface / cv2 needed): the input scaling
+    from the first 8 node names, cv2.dnn.blobFromImages(imgs, 1/std, size, (mean,)*3, swapRB=True), the first
+    output as the raw embedding (insightface's normed_embedding divides by its norm)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    nodes = onnx.load(path).graph.node[:8]
+    sub = any(n.name.startswith(("Sub", "_minus")) for n in nodes)
+    mul = any(n.name.startswith(("Mul", "_mul")) for n in nodes)
+    mean, std = (0.0, 1.0) if sub and mul else (127.5, 127.5)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    assert tuple(inp.shape[2:4]) == bgr_images.shape[1:3]  # its input size = the images' (no resize needed)
+    blob = ((bgr_images[..., ::-1].astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)  # swapRB, NCHW
+    out = session.run([session.get_outputs()[0].name], {inp.name: np.ascontiguousarray(blob)})[0]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_insightface_layout_loads_as_insightface_loads_it(tmp_path):
+    import numpy as np
+    import onnx
+    import torch
+    import torch.nn.functional as F
+    from facelearn.evaluate import load_checkpoint_module
+    run_cli(["+experiment=conventional_shallow", *TINY, "trainer.max_epochs=1"], tmp_path / "train")
+    ckpt = next((tmp_path / "train" / "logs").rglob("last.ckpt"))
+    path = tmp_path / "if.onnx"
+    proc = run_cli([f"ckpt_path={ckpt}", f"output={path}", "layout=insightface"], tmp_path / "export",
+                   module="facelearn.export")
+    assert "insightface layout" in proc.stdout
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version == 11 and model.graph.input[0].name == "data"
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    theirs = arcface_onnx_embed(str(path), rgb[..., ::-1])  # insightface is handed BGR (cv2) images
+    module, _ = load_checkpoint_module(str(ckpt))
+    x = torch.from_numpy(rgb.transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        ours = F.normalize(module.embedding_network()(x.float() / 127.5 - 1), dim=1).numpy()  # one pass, no flip
+    np.testing.assert_allclose(theirs, ours, atol=1e-4)
+    # facelearn reads its metadata and feeds it the same way (facelearn.evaluate / facelearn.embed onnx_path=)
+    from facelearn.onnx_model import OnnxEmbedder
+    np.testing.assert_allclose(OnnxEmbedder(str(path)).embed(x).numpy(), ours, atol=1e-4)
