@@ -81,3 +81,46 @@ def test_a_missing_plugin_is_named_with_its_extra(monkeypatch, arg, extra):
     with pytest.raises(SystemExit, match=rf'pip install "facelearn\[{extra}\]"'):
         plugins.check_plugins(["+debug=tiny_synthetic", arg])
     plugins.check_plugins(["+debug=tiny_synthetic", "head=arcface"])  # nothing optional asked for
+
+
+# Ranks started by a launcher outside Lightning: each rank is its own `python -m facelearn.train`, composing its own
+# config; they must land in one run directory (one config.yaml, one metrics.csv, one set of checkpoints).
+DDP_TINY = ["+experiment=conventional_shallow", "+debug=tiny_synthetic", "trainer=ddp", "trainer.max_epochs=1"]
+
+
+def one_run_dir(tmp_path):
+    runs = list((tmp_path / "logs" / "conventional_shallow" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    run = runs[0]
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
+    assert len(list(run.rglob("metrics.csv"))) == 1 and (run / "benchmark_metrics.json").is_file()
+    assert (run / "train.log").is_file() and (run / "train_rank1.log").is_file()  # each rank its own job log
+    assert (run / ".hydra").is_dir() and (run / ".hydra_rank1").is_dir()
+    return run
+
+
+def test_torchrun_two_ranks_share_one_run_directory(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                           "facelearn.train", *DDP_TINY], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # one world of two ranks, not two single runs
+    assert one_run_dir(tmp_path).name.startswith("torchrun-")
+
+
+def test_srun_pattern_two_tasks_share_one_run_directory(tmp_path):
+    """The README's plain `srun python -m facelearn.train trainer=ddp ...`: two processes with SLURM's variables
+    (what srun sets for 2 tasks on one node), started without Lightning's launcher."""
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242",
+               "SLURM_STEP_ID": "0", "SLURM_NODELIST": "localhost", "SLURM_JOB_NAME": "facelearn",
+               "SLURM_JOB_NUM_NODES": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "facelearn.train", *DDP_TINY], cwd=tmp_path, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert "MEMBER: 2/2" in outs[0] + outs[1]
+    assert one_run_dir(tmp_path).name == "slurm-4242.0"
