@@ -64,14 +64,16 @@ class SigtermCheckpoint(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.received_sigterm and self._saved_at is None:
-            trainer.save_checkpoint(self.path)
+            # weights_only=False: the whole resumable state (optimiser, loops, sampler), said explicitly; Lightning
+            # otherwise logs "`weights_only` was not set" (its save option, not torch.load's unpickler)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_at = trainer.global_step
 
     def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             return
         if self._saved_at is None and not os.path.isfile(self.path):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
         if trainer.is_global_zero:
             step = self._saved_at if self._saved_at is not None else "the end of the last epoch"
             log.error("SIGTERM received: saved a resumable checkpoint (step %s) at %s; resume with ckpt_path=%s. "

@@ -54,6 +54,7 @@ def test_sigterm_saves_resumable_checkpoint_and_exits_nonzero(tmp_path):
     proc.stdout.close()
     assert code == 143, out[-3000:]
     assert "SIGTERM received: saved a resumable checkpoint" in out
+    assert "weights_only" not in out  # the full state is saved on purpose (and loaded with weights_only=True)
     (ckpt,) = list(log_dir.rglob("checkpoints/last.ckpt"))
     assert not list(log_dir.rglob("*.tmp-*"))  # atomic save left no temporary file
     import torch
