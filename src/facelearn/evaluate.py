@@ -16,27 +16,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import hydra
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from facelearn.build import build_module
-from facelearn.eval.embedding import default_batch_size, evaluate_sets
-from facelearn.eval.scorers import CosineScorer, ScorerContext
-from facelearn.loggers import quiet_lightning_advert
-from facelearn.protocols import load_protocols
-from facelearn.tables import ROC_FILE, format_identification_table, format_table, json_safe, write_json
 from facelearn.cli.validate import check_checkpoint_file, one_line_errors
 
 log = logging.getLogger(__name__)
-warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
-quiet_lightning_advert()
+# torch, Lightning and the model code are imported inside the functions: `--help` and config errors come back in a
+# second instead of after their import.
+
+
+def _quiet() -> None:
+    from facelearn.loggers import quiet_lightning_advert
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    quiet_lightning_advert()
 
 
 def load_checkpoint_module(ckpt_path: str, device: str = "cpu") -> tuple[Any, DictConfig]:
     """The LightningModule saved in a facelearn checkpoint, in eval mode, and the run's config."""
     # facelearn stores only tensors and plain Python values in its checkpoints, so the restricted unpickler
     # suffices; it refuses to run code that a crafted file carries (weights_only=False would execute it).
+    from facelearn.build import build_module
     ckpt = check_checkpoint_file(ckpt_path)
     cfg = run_config(ckpt)
     module = build_module(cfg, int(ckpt.get("facelearn_num_classes", 0)))
@@ -102,28 +101,13 @@ def check_split_was_trained_with(name: str, spec_cfg: DictConfig, run_cfg: DictC
                          "identities/images were trained on. Evaluate with the run's own split settings.")
 
 
-class BackboneEmbedder(torch.nn.Module):
-    """A backbone alone (pretrained weights, no training run) behind the ``FaceModule.embed`` contract."""
-
-    def __init__(self, backbone: torch.nn.Module, flip_tta: bool = True) -> None:
-        super().__init__()
-        self.backbone, self.flip_tta = backbone, flip_tta
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.backbone.parameters()).device
-
-    def embedding_network(self) -> torch.nn.Module:
-        return self.backbone
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        from facelearn.methods.base import embed_batch
-        return embed_batch(self.backbone, images, self.flip_tta, self.device)
-
-
 def load_model(cfg: DictConfig) -> tuple[Any, DictConfig | None]:
     """The model to embed with (a checkpoint's module, an ONNX model through onnxruntime, or a configured
     pretrained backbone) and the training run's config when known (from the checkpoint; the others carry none)."""
+    import torch
+    from hydra.utils import instantiate
+
+    from facelearn.eval.embedding import BackboneEmbedder
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     onnx_path = cfg.get("onnx_path")
     if cfg.get("backbone") is not None and not onnx_path and not cfg.get("ckpt_path"):
@@ -161,6 +145,14 @@ class Evaluation:
 
 def prepare_evaluation(cfg: DictConfig) -> Evaluation:
     """Model, benchmarks and fitted scorers of an evaluate config (nothing embedded for the benchmarks yet)."""
+    from hydra.utils import instantiate
+
+    from facelearn.eval.embedding import default_batch_size
+    from facelearn.eval.scorers import CosineScorer, ScorerContext
+    from facelearn.cli.schema import check_config
+    from facelearn.protocols import load_protocols
+    _quiet()
+    check_config(cfg)  # every _target_ node (benchmarks, IDA, backbone) against its signature, before any work
     module, run_cfg = load_model(cfg)
     if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here
         if cfg.get("benchmark") is None:
@@ -208,6 +200,8 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    from facelearn.eval.embedding import evaluate_sets
+    from facelearn.tables import ROC_FILE, format_identification_table, format_table, json_safe, write_json
     ev = prepare_evaluation(cfg)
     curves: dict[str, dict] = {name: {} for name in ev.bench_sets}
     results = evaluate_sets(ev.module, ev.bench_sets, ev.scorers, fars=tuple(cfg.fars), batch_size=ev.batch_size,

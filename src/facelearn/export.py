@@ -15,25 +15,27 @@ import os
 import warnings
 
 import hydra
-import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from facelearn.evaluate import load_checkpoint_module
-from facelearn.onnx_model import LAYOUTS, OnnxEmbedder, export_insightface_onnx, export_onnx
 from facelearn.cli.validate import one_line_errors
 
 log = logging.getLogger(__name__)
-warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+LAYOUTS = ("facelearn", "insightface")  # facelearn.onnx_model.LAYOUTS, here so a wrong one fails before any import
 
 
 def export(cfg: DictConfig) -> str:
+    if cfg.layout not in LAYOUTS:
+        raise ValueError(f"layout={cfg.layout}: expected one of {', '.join(LAYOUTS)}")
+    import torch
+    import torch.nn.functional as F
+
+    from facelearn.evaluate import load_checkpoint_module
+    from facelearn.onnx_model import OnnxEmbedder, export_insightface_onnx, export_onnx
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
     module, run_cfg = load_checkpoint_module(cfg.ckpt_path, "cpu")
     size = int(cfg.image_size or run_cfg.data.image_size)
     out = cfg.output or os.path.splitext(cfg.ckpt_path)[0] + ".onnx"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if cfg.layout not in LAYOUTS:
-        raise ValueError(f"layout={cfg.layout}: expected one of {', '.join(LAYOUTS)}")
     insightface = cfg.layout == "insightface"
     (export_insightface_onnx if insightface else export_onnx)(module, out, size)
     if cfg.check:

@@ -61,7 +61,7 @@ def export_onnx(module, path: str, image_size: int) -> None:
     _set_layout(path, "facelearn")
 
 
-LAYOUTS = ("facelearn", "insightface")
+from facelearn.export import LAYOUTS  # noqa: E402 - one list, read by the CLI before torch is imported
 
 
 def _set_layout(path: str, layout: str) -> None:

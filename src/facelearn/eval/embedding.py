@@ -130,3 +130,22 @@ def evaluate_sets(module: Any, bench_sets: dict[str, BenchmarkSet], scorers: dic
         results[name] = bench_set.metrics(embeddings[name], scorers or {}, tuple(fars),
                                           None if curves is None else curves[name])
     return results
+
+
+class BackboneEmbedder(torch.nn.Module):
+    """A backbone alone (pretrained weights, no training run) behind the ``FaceModule.embed`` contract."""
+
+    def __init__(self, backbone: torch.nn.Module, flip_tta: bool = True) -> None:
+        super().__init__()
+        self.backbone, self.flip_tta = backbone, flip_tta
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def embedding_network(self) -> torch.nn.Module:
+        return self.backbone
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        from facelearn.methods.base import embed_batch
+        return embed_batch(self.backbone, images, self.flip_tta, self.device)
