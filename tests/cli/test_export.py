@@ -9,9 +9,15 @@ from conftest import TINY, run_cli
 BENCH = ["benchmark=synthetic", "benchmark.synthetic.num_identities=60", "benchmark.synthetic.num_pairs=200"]
 
 
-def test_onnx_export_evaluates_like_the_checkpoint(tmp_path):
-    run_cli(["+experiment=conventional_shallow", *TINY, "trainer.max_epochs=2"], tmp_path / "train")
-    ckpt = next((tmp_path / "train" / "logs").rglob("last.ckpt"))
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    work = tmp_path_factory.mktemp("export")
+    run_cli(["+experiment=conventional_shallow", *TINY, "trainer.max_epochs=2"], work / "train")
+    return next((work / "train" / "logs").rglob("last.ckpt"))
+
+
+def test_onnx_export_evaluates_like_the_checkpoint(tmp_path, tiny_ckpt):
+    ckpt = tiny_ckpt
     onnx = tmp_path / "model.onnx"
     proc = run_cli([f"ckpt_path={ckpt}", f"output={onnx}"], tmp_path / "export", module="facelearn.export")
     assert onnx.is_file() and "ONNX embedding model (32x32 input" in proc.stdout
@@ -72,14 +78,13 @@ def arcface_onnx_embed(path, bgr_images):
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def test_insightface_layout_loads_as_insightface_loads_it(tmp_path):
+def test_insightface_layout_loads_as_insightface_loads_it(tmp_path, tiny_ckpt):
     import numpy as np
     import onnx
     import torch
     import torch.nn.functional as F
     from facelearn.evaluate import load_checkpoint_module
-    run_cli(["+experiment=conventional_shallow", *TINY, "trainer.max_epochs=1"], tmp_path / "train")
-    ckpt = next((tmp_path / "train" / "logs").rglob("last.ckpt"))
+    ckpt = tiny_ckpt
     path = tmp_path / "if.onnx"
     proc = run_cli([f"ckpt_path={ckpt}", f"output={path}", "layout=insightface"], tmp_path / "export",
                    module="facelearn.export")
