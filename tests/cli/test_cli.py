@@ -109,6 +109,9 @@ def test_export_help_is_the_export_usage(tmp_path):
     (["facelearn.train", "+debug=tiny_synthetic", "+head.margn=0.3"], "head.margn: CosFace has no option 'margn' (did you "
                                                             "mean head.margin?)"),
     (["facelearn.train", "data=rec"], "data.train.path is required"),
+    (["facelearn.train", "data=rec", "data.train.path=x.rec"], "benchmark.synthetic is a set of synthetic faces, but "
+                                                               "the training data are real (RecordIOSource)"),
+    (["facelearn.export", "ckpt_path=x.ckpt", "layout=onnx2"], "layout=onnx2: expected one of facelearn, insightface"),
 ])
 def test_cli_errors_are_one_line_unless_hydra_full_error(tmp_path, args, expected):
     import subprocess

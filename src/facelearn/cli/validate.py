@@ -30,7 +30,9 @@ def _drop_empty_run_dir() -> None:
         out = Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not inside a Hydra job
         return
-    if out.is_dir() and all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
+    # only a directory Hydra made for this run (it holds .hydra/), never the working directory (export's run dir)
+    if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve() and \
+            all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
 
 
@@ -67,6 +69,21 @@ def _positive_number(cfg: DictConfig, key: str) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{key}={value!r}: expected a number > 0")
+
+
+def check_synthetic_benchmark_needs_synthetic_data(cfg: DictConfig) -> None:
+    """The default benchmark is a set of synthetic faces: it measures nothing about a model trained on real ones
+    (``data=rec|folder|list|lfw`` without a ``benchmark=``), so that combination is refused with the options."""
+    train = str(OmegaConf.select(cfg, "data.train._target_") or "")
+    if not train or train.endswith("SyntheticFaces"):
+        return
+    synthetic = [k for k, v in (cfg.get("benchmark") or {}).items()
+                 if isinstance(v, DictConfig) and str(v.get("_target_", "")).endswith("SyntheticPairs")]
+    if synthetic:
+        raise ValueError(f"benchmark.{synthetic[0]} is a set of synthetic faces, but the training data are real "
+                         f"({train.rsplit('.', 1)[-1]}): choose a benchmark, e.g. benchmark=insightface_val "
+                         "paths.dataset_dir=<folder with the .bin files>, benchmark=bin benchmark.bin.path=<lfw.bin>, "
+                         "benchmark=lfw_view2, or benchmark=none monitor=null")
 
 
 def reported_benchmarks(bench_cfg: Any) -> list[str]:
@@ -111,6 +128,7 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
             raise ValueError(f"monitor={monitor} names benchmark {name!r}, which is not configured (benchmarks: "
                              f"{sorted(benchmarks) or 'none'}); the best checkpoint would never be written: "
                              f"set {hint}")
+    check_synthetic_benchmark_needs_synthetic_data(cfg)
     sampler = (cfg.get("data") or {}).get("sampler") or {}
     callbacks = cfg.get("callbacks") or {}
     mining = any(c is not None and "DoppelgangerCallback" in str(c.get("_target_", "")) for c in callbacks.values())
