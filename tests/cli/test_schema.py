@@ -24,6 +24,7 @@ T = f"{__name__}.target"
     (3, int, True), (3.0, int, False), (True, int, False), ("3", int, False),
     (3, float, True), (2.5, float, True), (False, float, False),
     (None, Optional[int], True), ("a", Optional[int], False),
+    ("a", str, True), (2024, str, True), (True, str, False),
     ([1, 2], list[int], True), ([1, "a"], list[int], False), ("1", list[int], False),
     ("y", Literal["x", "y"], True), ("z", Literal["x", "y"], False),
     ("bf16", Union[Literal[32, 16], Literal["bf16"], None], True), (8, Union[Literal[32, 16], None], False),

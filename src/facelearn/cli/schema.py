@@ -74,8 +74,8 @@ def _scalar_ok(value: Any, kind: Any) -> bool | None:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is str:
-        return isinstance(value, str)
+    if kind is str:  # a number typed on the command line (name=2024) is parsed as one by Hydra: take it
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     return None
 
 
