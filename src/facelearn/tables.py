@@ -59,6 +59,22 @@ def format_table(results: dict[str, dict[str, float]], fars: tuple[float, ...] =
                                            for s in scorers])
             rows.append([b, "AUC"] + [_fmt(get(s, "auc")) for s in scorers])
             rows += [[b, f"TAR@FAR={f:g}"] + [_fmt(get(s, f"tar@far={f:g}")) for s in scorers] for f in fars]
-    if not rows:
+    text = markdown([header] + rows) if rows else ""
+    templates = format_template_table(results)
+    return "\n\n".join(t for t in (text, templates) if t)
+
+
+def format_template_table(results: dict[str, dict[str, float]]) -> str:
+    """Template benchmarks (IJB-B / IJB-C: no k-fold accuracy): a row per benchmark and scorer, AUC and TAR at the
+    FARs the set reports."""
+    sets = {b: m for b, m in results.items() if "auc" in m and "accuracy" not in m}
+    if not sets:
         return ""
+    fars = sorted({float(k.split("=")[1]) for m in sets.values() for k in m if k.startswith("tar@far=")})
+    header = ["template benchmark", "scorer", "AUC (%)"] + [f"TAR@FAR={f:g} (%)" for f in fars]
+    rows = []
+    for b, m in sets.items():
+        for scorer in ["cosine"] + sorted({k.split("/")[0] for k in m if k.endswith("/auc")}):
+            pre = "" if scorer == "cosine" else f"{scorer}/"
+            rows.append([b, scorer, _fmt(m.get(pre + "auc"))] + [_fmt(m.get(f"{pre}tar@far={f:g}")) for f in fars])
     return markdown([header] + rows)

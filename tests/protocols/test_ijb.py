@@ -1,0 +1,133 @@
+"""IJB-B / IJB-C template verification (facelearn.protocols.ijb) on a fixture in the release's exact file formats:
+template pooling and TAR@FAR against values computed by hand, the meta files' errors, and benchmark=ijbc end to end."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facelearn.eval.verification import tar_at_far
+from facelearn.protocols.ijb import IJBTemplates, read_meta, template_features
+
+
+def unit(v):
+    v = np.asarray(v, float)
+    return v / np.linalg.norm(v)
+
+
+def test_template_features_by_hand():
+    f = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], float)
+    templates, medias = np.array([7, 7, 7, 3]), np.array([0, 0, 1, 5])
+    tids, feats = template_features(f, templates, medias)
+    assert tids.tolist() == [3, 7]
+    np.testing.assert_allclose(feats[1], unit([0.5, 0.5, 1]), atol=1e-6)  # mean of media 0, plus media 1
+    np.testing.assert_allclose(feats[0], unit([1, 1, 0]), atol=1e-6)
+    _, flat = template_features(f, templates, medias, media_pooling=False)
+    np.testing.assert_allclose(flat[1], unit([1, 1, 1]), atol=1e-6)
+    _, weighted = template_features(f, templates, medias, weights=np.array([1.0, 0.5, 2.0, 1.0]))
+    np.testing.assert_allclose(weighted[1], unit([0.5, 0.25, 2.0]), atol=1e-6)
+
+
+def write_release(root, n_subjects=6, images_per_template=4):
+    """An IJB-C-format folder: per subject two templates (a 'still' media of 1 image and a 'video' media of 3),
+    genuine pairs within a subject, impostor pairs across; 112 px faces whose landmarks are the ArcFace template
+    (so alignment keeps them as they are)."""
+    from facelearn.data.alignment import ARCFACE_TEMPLATE
+    from facelearn.data.synthetic import SyntheticFaces
+    faces = SyntheticFaces(num_identities=n_subjects, images_per_identity=2 * images_per_template, seed=5).load(112)
+    (root / "meta").mkdir(parents=True)
+    (root / "loose_crop").mkdir()
+    tid_lines, lmk_lines = [], []
+    lm = " ".join(f"{v:.4f}" for v in ARCFACE_TEMPLATE.reshape(-1))
+    for k, image in enumerate(faces.images):
+        subject, j = divmod(k, 2 * images_per_template)
+        template = 2 * subject + j // images_per_template
+        media = 10 * template + (0 if j % images_per_template == 0 else 1)
+        name = f"{k}.jpg"
+        Image.fromarray(image.transpose(1, 2, 0)).save(root / "loose_crop" / name, quality=95)
+        tid_lines.append(f"{name} {template} {media}")
+        lmk_lines.append(f"{name} {lm} {0.5 + 0.5 * (k % 2):.2f}")
+    pairs = [f"{2 * s} {2 * s + 1} 1" for s in range(n_subjects)]
+    pairs += [f"{2 * s} {2 * ((s + d) % n_subjects) + 1} 0" for s in range(n_subjects) for d in (1, 2, 3)]
+    (root / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(tid_lines) + "\n")
+    (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(lmk_lines) + "\n")
+    (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(pairs) + "\n")
+    return faces
+
+
+def test_ijbc_end_to_end_equals_the_hand_computation(tmp_path):
+    write_release(tmp_path)
+    bset = IJBTemplates(str(tmp_path), "ijbc", chunk=5).load(112)  # chunk < pairs: the chunked path is used
+    assert bset.images.shape == (48, 3, 112, 112) and "24 template pairs (6 genuine) over 12 templates" in bset.describe()
+    rng = np.random.default_rng(0)
+    emb = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(48, 8))).float(), dim=1)
+    m = bset.metrics(emb, {}, fars=(0.1,))
+    # by hand: detector-score weighting, media means summed, L2; cosine of the pairs' templates
+    meta = read_meta(str(tmp_path), "ijbc")
+    e, feats = emb.numpy().astype(float) * meta.scores[:, None], {}
+    for t in np.unique(meta.templates):
+        parts = [e[(meta.templates == t) & (meta.medias == md)].mean(0) for md in np.unique(meta.medias[meta.templates == t])]
+        feats[t] = unit(np.sum(parts, 0))
+    scores = np.array([feats[a] @ feats[b] for a, b in meta.pairs])
+    for far in (0.1, 0.2, 1e-6):
+        key = f"tar@far={far:g}"
+        if key in m:
+            assert m[key] == pytest.approx(tar_at_far(scores, meta.labels, far), nan_ok=True), key
+    assert np.isnan(m["tar@far=1e-06"])  # 18 impostor pairs cannot resolve FAR 1e-6
+    from sklearn.metrics import roc_auc_score
+    assert m["auc"] == pytest.approx(roc_auc_score(meta.labels, scores), abs=1e-9)
+
+
+def test_identity_embeddings_verify_every_pair(tmp_path):
+    faces = write_release(tmp_path)
+    bset = IJBTemplates(str(tmp_path), "ijbc").load(112)
+    ids = np.unique(faces.identities, return_inverse=True)[1]
+    emb = torch.nn.functional.one_hot(torch.from_numpy(ids), 6).float()  # a perfect model
+    m = bset.metrics(emb, {}, fars=())
+    assert m["auc"] == 1.0 and m["tar@far=0.1"] == 1.0
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: (r / "meta" / "ijbc_face_tid_mid.txt").write_text("a.jpg 1\n"), r"ijbc_face_tid_mid.txt:1: expected 3"),
+    (lambda r: (r / "meta" / "ijbc_template_pair_label.txt").write_text("0 999 1\n"), r"template ids have no image"),
+    (lambda r: (r / "meta" / "ijbc_template_pair_label.txt").write_text("0 1 x\n"), r"a column of integers holds something else"),
+    (lambda r: (r / "meta" / "ijbc_name_5pts_score.txt").write_text(""), r"no image / 5 landmarks"),
+    (lambda r: (r / "meta" / "ijbc_template_pair_label.txt").unlink(), r"template_pair_label.txt does not exist"),
+])
+def test_broken_meta_files_are_named(tmp_path, edit, message):
+    write_release(tmp_path)
+    edit(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        read_meta(str(tmp_path), "ijbc")
+
+
+def test_an_image_name_escaping_loose_crop_is_refused(tmp_path):
+    write_release(tmp_path)
+    for f in ("ijbc_face_tid_mid.txt", "ijbc_name_5pts_score.txt"):
+        p = tmp_path / "meta" / f
+        p.write_text(p.read_text().replace("0.jpg", "../0.jpg", 1))
+    with pytest.raises(ValueError, match=r"'../0.jpg' is not a file name inside loose_crop"):
+        read_meta(str(tmp_path), "ijbc")
+
+
+def test_benchmark_ijbc_as_typed_with_ida_on_templates(tmp_path):
+    """`facelearn.evaluate ... benchmark=ijbc benchmark.ijbc.root=...` (a backbone without training: the command
+    path, not a number) with IDA-R beside cosine, its anchors a folder of other faces: every scorer scores templates."""
+    import json
+    import subprocess
+    import sys
+    from facelearn.data.synthetic import SyntheticFaces
+    write_release(tmp_path / "IJBC")
+    anchors = SyntheticFaces(num_identities=12, images_per_identity=1, seed=9).load(112)
+    for i, image in enumerate(anchors.images):
+        (tmp_path / "anchors" / f"a{i}").mkdir(parents=True)
+        Image.fromarray(image.transpose(1, 2, 0)).save(tmp_path / "anchors" / f"a{i}" / "0.png")
+    proc = subprocess.run([sys.executable, "-m", "facelearn.evaluate", "backbone=small", "image_size=112",
+                           "benchmark=ijbc", f"benchmark.ijbc.root={tmp_path / 'IJBC'}", "ida=ida_r",
+                           "ida.ida_r.anchors=folder", f"ida.ida_r.folder={tmp_path / 'anchors'}", "ida.ida_r.k=3",
+                           f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| template benchmark | scorer" in proc.stdout and "| ijbc               | ida_r" in proc.stdout
+    m = json.loads(next((tmp_path / "logs").rglob("evaluation.json")).read_text())["metrics"]["ijbc"]
+    assert {"auc", "tar@far=0.1", "ida_r/auc", "ida_r/tar@far=0.1"} <= set(m)
