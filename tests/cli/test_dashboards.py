@@ -107,7 +107,7 @@ def test_report_numeric_csv_markdown_and_roc_png(tmp_path, capsys):
     assert float(arc["accuracy_mean_pct"]) == pytest.approx(85.0) and float(arc["accuracy_std_pct"]) == \
         pytest.approx(7.0710678, abs=1e-4)
     assert float(arc["threshold_mean"]) == pytest.approx(0.33) and arc["n"] == "2"
-    assert (tmp_path / "t.md").read_text().startswith("| run")
+    assert (tmp_path / "t.md").read_text().startswith("benchmark: lfw\n\n| run")  # one table per benchmark
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
