@@ -21,7 +21,8 @@ METRICS = (("lfw_devtest", "accuracy"), ("lfw", "accuracy"), ("lfw", "tar@far=0.
            ("cfp_fp", "tar@far=0.01"), ("cfp_ff", "accuracy"), ("cfp_ff", "tar@far=0.001"))
 LABELS = {"lfw_devtest": "pairsDevTest", "lfw": "View-2 unseen", "cfp_fp": "CFP-FP", "cfp_ff": "CFP-FF"}
 ARMS = ("conventional_am", "sst_am", "conventional_arc", "sst_arc", "sst_am_queue0", "bn_stats_only_conventional_am")
-PAIRS = (("sst_am", "conventional_am"), ("sst_arc", "conventional_arc"), ("sst_am_queue0", "sst_am"))
+PAIRS = (("sst_am", "conventional_am"), ("sst_arc", "conventional_arc"), ("sst_am_queue0", "sst_am"),
+         ("sst_am_queue0", "conventional_am"))
 
 
 def fmt(values: list[float], sign: bool = False) -> str:
