@@ -50,8 +50,8 @@ def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_
 def polynomial(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
                power: float = 1.0) -> LambdaLR:
     """arcface_torch's schedule (``lr_scheduler.PolynomialLRWarmup``, used by its ``train_v2.py``): a linear warmup
-    to the base LR, then ``base x (1 - (s - w) / (T - w)) ** power``, 0 at step ``T`` (one after the last); arcface_torch
-    passes no power (1: linear decay); its older ``PolyScheduler`` used 2."""
+    to the base LR, then ``base x (1 - (s - w) / (T - w)) ** power``, 0 at step ``T`` (one after the last);
+    arcface_torch passes no power (1: linear decay); its older ``PolyScheduler`` used 2."""
     if power <= 0:
         raise ValueError(f"scheduler.power={power}: expected a number > 0")
     warm = int(warmup_epochs * steps_per_epoch)

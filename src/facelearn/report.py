@@ -292,9 +292,9 @@ def main(argv: list[str] | None = None) -> None:
                 check_metrics(rows, args.metrics)
         else:  # every benchmark of the runs: one without any of the metrics (e.g. identification) is named, not shown
             for name in [n for n, rows in tables.items() if not set(args.metrics) & _available(rows)]:
-                print(f"benchmark {name}: none of --metrics {' '.join(args.metrics)} (it has "
-                      f"{' '.join(sorted(_available(tables.pop(name))))}); see it with --benchmark {name} --metrics ...",
-                      file=sys.stderr)
+                has = " ".join(sorted(_available(tables.pop(name))))
+                print(f"benchmark {name}: none of --metrics {' '.join(args.metrics)} (it has {has}); see it with "
+                      f"--benchmark {name} --metrics ...", file=sys.stderr)
             if not tables:
                 raise ReportError(f"no benchmark of these runs has any of --metrics {' '.join(args.metrics)}")
         text = "\n\n".join(f"benchmark: {name}\n\n" + markdown(table(rows, tuple(args.metrics), args.reference))

@@ -88,8 +88,8 @@ def check_synthetic_benchmark_needs_synthetic_data(cfg: DictConfig) -> None:
 
 def reported_benchmarks(bench_cfg: Any) -> list[str]:
     """The names the configured benchmarks are reported under (``bench/<name>/...``): the config keys (or a
-    ``name=`` given to one), except that an entry standing for several sets (``BinFolder``: the ``.bin`` files of a folder) is expanded here, which also
-    checks that its folder exists before any data are read."""
+    ``name=`` given to one), except that an entry standing for several sets (``BinFolder``: the ``.bin`` files of a
+    folder) is expanded here, which also checks that its folder exists before any data are read."""
     from hydra.utils import instantiate
 
     from facelearn.protocols.base import Protocol
@@ -97,7 +97,8 @@ def reported_benchmarks(bench_cfg: Any) -> list[str]:
     for key, node in bench_cfg.items():
         target = node.get("_target_") if isinstance(node, DictConfig) else None
         cls = get_class(str(target)) if target else None
-        if cls is not None and isinstance(cls, type) and issubclass(cls, Protocol) and cls.expand is not Protocol.expand:
+        expands = isinstance(cls, type) and issubclass(cls, Protocol) and cls.expand is not Protocol.expand
+        if expands:
             names += list(instantiate(node).expand(str(key)))
         else:
             names.append(str(node.get("name") or key) if isinstance(node, DictConfig) else str(key))
