@@ -21,12 +21,14 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) -m facelearn.train +experiment=sst_shallow $(ARGS)
 
-# The fast suite (slow tests excluded).
+# The fast suite (slow tests excluded), one pytest worker per core (pytest-xdist; each worker and the processes it
+# starts use one torch thread: tests/conftest.py). Serial: make test TEST_WORKERS=0
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q $(ARGS)
+	$(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 clean:
 	rm -rf $(VENV) logs .cache .pytest_cache

@@ -5,6 +5,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test`: one worker per core) each worker, and every process it starts (they inherit the
+# environment), computes on one thread: torch's default of one thread per core in every worker would oversubscribe
+# the cores (the suite took 17 min serial, 9.5 min as two single-threaded workers on 2 cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 LFW_ROOT = Path(os.environ.get("FACELEARN_LFW", ROOT.parent / "shared" / "data" / "lfw"))
 
