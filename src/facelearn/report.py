@@ -157,15 +157,16 @@ def paired(rows: dict[str, list[dict[str, float]]], reference: str, metric: str)
 
 
 def metric_name(metric: str) -> str:
-    """A metric as results name it: ``tar@far=1e-3`` and ``tar@far=0.001`` are both ``tar@far=0.001`` (the FAR
-    written as Python's ``{:g}``, as the benchmarks write it)."""
-    head, sep, far = metric.rpartition("tar@far=")
-    if not sep:
-        return metric
-    try:
-        return f"{head}tar@far={float(far):g}"
-    except ValueError:
-        return metric
+    """A metric as results name it: ``tar@far=1e-3`` and ``tar@far=0.001`` are both ``tar@far=0.001`` (the rate
+    written as Python's ``{:g}``, as the benchmarks write it); the same for ``tpir@fpir=`` (IJB 1:N)."""
+    for key in ("tar@far=", "tpir@fpir="):
+        head, sep, rate = metric.rpartition(key)
+        if sep:
+            try:
+                return f"{head}{key}{float(rate):g}"
+            except ValueError:
+                return metric
+    return metric
 
 
 def _available(rows: dict[str, list[dict[str, float]]]) -> set[str]:

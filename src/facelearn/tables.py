@@ -77,4 +77,24 @@ def format_template_table(results: dict[str, dict[str, float]]) -> str:
         for scorer in ["cosine"] + sorted({k.split("/")[0] for k in m if k.endswith("/auc")}):
             pre = "" if scorer == "cosine" else f"{scorer}/"
             rows.append([b, scorer, _fmt(m.get(pre + "auc"))] + [_fmt(m.get(f"{pre}tar@far={f:g}")) for f in fars])
+    return "\n\n".join([markdown([header] + rows)] + [t for t in [format_search_table(sets)] if t])
+
+
+def format_search_table(results: dict[str, dict[str, float]]) -> str:
+    """IJB 1:N identification: a row per benchmark and gallery (and their mean), rank-k and TPIR at each FPIR."""
+    sets = {b: m for b, m in results.items() if "rank1" in m}
+    if not sets:
+        return ""
+    keys = sorted({k for m in sets.values() for k in m if k.startswith("rank")}, key=lambda k: int(k[4:]))
+    keys += sorted({k for m in sets.values() for k in m if k.startswith("tpir@fpir=")},
+                   key=lambda k: float(k.split("=")[1]))
+    header = ["1:N benchmark", "gallery"] + [k.replace("rank", "rank-") if k.startswith("rank") else
+                                             k.replace("tpir@fpir", "TPIR@FPIR") for k in keys]
+    header = header[:2] + [h + " (%)" for h in header[2:]]
+    rows = []
+    for b, m in sets.items():
+        galleries = sorted({k.split("/")[0] for k in m if k.endswith("/rank1")})
+        for g in galleries + ["mean"]:
+            pre = "" if g == "mean" else f"{g}/"
+            rows.append([b, g] + [_fmt(m.get(pre + k)) for k in keys])
     return markdown([header] + rows)

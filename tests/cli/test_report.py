@@ -31,6 +31,7 @@ def test_metric_names_accept_a_far_in_any_float_spelling():
     assert metric_name("tar@far=1e-3") == metric_name("tar@far=0.001") == "tar@far=0.001"
     assert metric_name("ida_r/tar@far=1E-2") == "ida_r/tar@far=0.01"
     assert metric_name("accuracy") == "accuracy" and metric_name("tar@far=x") == "tar@far=x"
+    assert metric_name("G1/tpir@fpir=1e-2") == "G1/tpir@fpir=0.01"  # IJB 1:N
 
 
 def test_one_table_per_benchmark_and_evaluations_say_so(tmp_path, capsys):

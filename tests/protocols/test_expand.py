@@ -55,3 +55,28 @@ def test_monitor_and_validation_use_the_reported_names(tmp_path):
         cfg = compose("train", overrides=["benchmark=[lfw_devtest,insightface_val]", "benchmark.lfw_devtest.name=x",
                                           f"paths.dataset_dir={tmp_path}"])
     assert reported_benchmarks(cfg.benchmark) == ["x", "lfw", "agedb_30"]
+
+
+def test_every_protocol_is_reported_under_its_name_or_its_key(tmp_path):
+    """One rule for every benchmark family: ``name=`` replaces the config key in results, the monitor and the
+    train-time check of the monitor (cli.validate.reported_benchmarks goes through expand_protocols as well)."""
+    from facelearn.protocols.cfp import CFPPairs
+    from facelearn.protocols.ijb import IJBTemplates
+    from facelearn.protocols.oneshot import IdentificationFolder, OneShotSplit
+    from facelearn.protocols.pairs import LFWPairs, SyntheticPairs
+    made = {LFWPairs: dict(pairs_file="p.txt", image_root="img"), CFPPairs: dict(root=str(tmp_path)),
+            BinPairs: dict(path="x.bin"), SyntheticPairs: {}, OneShotSplit: dict(source=None),
+            IdentificationFolder: dict(root="r"), IJBTemplates: dict(root="r")}
+    for cls, kw in made.items():
+        assert list(expand_protocols({"key": cls(**kw)})) == ["key"], cls
+        assert list(expand_protocols({"key": cls(**kw, name="mine")})) == ["mine"], cls
+
+
+def test_the_monitor_check_uses_the_name_results_use():
+    from omegaconf import OmegaConf
+
+    from facelearn.cli.validate import reported_benchmarks
+    cfg = OmegaConf.create({"oneshot": {"_target_": "facelearn.protocols.oneshot.OneShotSplit", "source": None,
+                                        "name": "os1"},
+                            "synthetic": {"_target_": "facelearn.protocols.pairs.SyntheticPairs"}})
+    assert reported_benchmarks(cfg) == ["os1", "synthetic"]

@@ -1,5 +1,6 @@
-"""IJB-B / IJB-C template verification (facelearn.protocols.ijb) on a fixture in the release's exact file formats:
-template pooling and TAR@FAR against values computed by hand, the meta files' errors, and benchmark=ijbc end to end."""
+"""IJB-B / IJB-C templates (facelearn.protocols.ijb) on a fixture in the release's exact file formats: template
+pooling, TAR@FAR and the 1:N metrics against values computed by hand, the meta files' errors, benchmark=ijbc end to
+end."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import torch
 from PIL import Image
 
 from facelearn.eval.verification import tar_at_far
-from facelearn.protocols.ijb import IJBTemplates, read_meta, template_features
+from facelearn.protocols.ijb import IJBTemplates, identification_metrics, read_meta, template_features
 
 
 def unit(v):
@@ -28,10 +29,11 @@ def test_template_features_by_hand():
     np.testing.assert_allclose(weighted[1], unit([0.5, 0.25, 2.0]), atol=1e-6)
 
 
-def write_release(root, n_subjects=6, images_per_template=4):
+def write_release(root, n_subjects=6, images_per_template=4, one_to_n=False):
     """An IJB-C-format folder: per subject two templates (a 'still' media of 1 image and a 'video' media of 3),
     genuine pairs within a subject, impostor pairs across; 112 px faces whose landmarks are the ArcFace template
-    (so alignment keeps them as they are)."""
+    (so alignment keeps them as they are). ``one_to_n``: the 1:N files too, gallery G1 the first template of the
+    first half of the subjects, G2 of the others, the probes every subject's second template (subject id 100 + s)."""
     from facelearn.data.alignment import ARCFACE_TEMPLATE
     from facelearn.data.synthetic import SyntheticFaces
     faces = SyntheticFaces(num_identities=n_subjects, images_per_identity=2 * images_per_template, seed=5).load(112)
@@ -52,6 +54,15 @@ def write_release(root, n_subjects=6, images_per_template=4):
     (root / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(tid_lines) + "\n")
     (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(lmk_lines) + "\n")
     (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(pairs) + "\n")
+    if one_to_n:
+        def csv(templates):
+            rows = [f"{t},{100 + t // 2},{k}.jpg" for t in templates
+                    for k in range(t * images_per_template, (t + 1) * images_per_template)]
+            return "TEMPLATE_ID,SUBJECT_ID,FILENAME\n" + "\n".join(rows) + "\n"
+        half = n_subjects // 2
+        (root / "meta" / "ijbc_1N_gallery_G1.csv").write_text(csv([2 * s for s in range(half)]))
+        (root / "meta" / "ijbc_1N_gallery_G2.csv").write_text(csv([2 * s for s in range(half, n_subjects)]))
+        (root / "meta" / "ijbc_1N_probe_mixed.csv").write_text(csv([2 * s + 1 for s in range(n_subjects)]))
     return faces
 
 
@@ -131,3 +142,82 @@ def test_benchmark_ijbc_as_typed_with_ida_on_templates(tmp_path):
     assert "| template benchmark | scorer" in proc.stdout and "| ijbc               | ida_r" in proc.stdout
     m = json.loads(next((tmp_path / "logs").rglob("evaluation.json")).read_text())["metrics"]["ijbc"]
     assert {"auc", "tar@far=0.1", "ida_r/auc", "ida_r/tar@far=0.1"} <= set(m)
+
+
+def test_identification_metrics_by_hand():
+    unit_rows = lambda *rows: np.array([unit(r) for r in rows])  # noqa: E731
+    gallery, g_subjects = np.eye(3), np.array([10, 20, 30])
+    probes = unit_rows([1, 0.2, 0], [0.9, 0.5, 0], [0, 0, 1], [0, 1, 1], [0, 0.1, 1])
+    p_subjects = np.array([10, 20, 40, 50, 30])  # 40 and 50 are not enrolled: non-mated searches
+    m = identification_metrics(probes, p_subjects, gallery, g_subjects, fpirs=(0.5, 0.1, 1.0), ranks=(1, 2))
+    # mated: p0 first (0.981), p1 second (subject 10 scores 0.874 > 0.486), p4 first (0.995)
+    assert m["rank1"] == pytest.approx(2 / 3) and m["rank2"] == 1.0
+    # non-mated top scores 1.0 and 0.707: FPIR 0.5 lets one above the threshold 0.707 -> p0 and p4 pass
+    assert m["tpir@fpir=0.5"] == pytest.approx(2 / 3)
+    assert np.isnan(m["tpir@fpir=0.1"])  # 2 non-mated searches cannot resolve 10 %
+    assert m["tpir@fpir=1"] == pytest.approx(2 / 3)  # no threshold: the rank-1 share
+    # a second gallery template of subject 20 near p1: the subject's best template counts, p1 moves to rank 1
+    m2 = identification_metrics(probes, p_subjects, np.vstack([gallery, unit([1, 0.5, 0])]),
+                                np.array([10, 20, 30, 20]), fpirs=(0.5,), ranks=(1,), chunk=2)
+    assert m2["rank1"] == 1.0 and m2["tpir@fpir=0.5"] == 1.0  # p1 (0.998) is above 0.707 now too
+
+
+def brute_force_search(feats, probe_t, probe_s, gallery_t, gallery_s, fpir):
+    """Rank-1 and TPIR of one gallery, written out probe by probe."""
+    hits, tops, mated_hits = 0, [], []
+    for t, s in zip(probe_t, probe_s):
+        scores = {gs: feats[gt] @ feats[t] for gt, gs in zip(gallery_t, gallery_s)}
+        best = max(scores, key=scores.get)
+        if s in scores:
+            mated_hits.append(scores[s] if best == s else None)
+            hits += best == s
+        else:
+            tops.append(scores[best])
+    threshold = sorted(tops, reverse=True)[int(len(tops) * fpir)]
+    tpir = np.mean([h is not None and h > threshold for h in mated_hits])
+    return hits / len(mated_hits), tpir
+
+
+def test_ijbc_one_to_n_equals_a_probe_by_probe_search(tmp_path):
+    write_release(tmp_path, n_subjects=20, one_to_n=True)
+    bset = IJBTemplates(str(tmp_path), "ijbc").load(112)
+    assert "1:N: 20 probe templates, galleries G1 10, G2 10" in bset.describe()
+    emb = torch.nn.functional.normalize(torch.from_numpy(np.random.default_rng(1).normal(size=(160, 4))).float(), dim=1)
+    m = bset.metrics(emb, {}, fars=())
+    meta = read_meta(str(tmp_path), "ijbc")
+    tids, tf = template_features(emb.numpy(), meta.templates, meta.medias, meta.scores)
+    feats = dict(zip(tids, tf))
+    probes = [2 * s + 1 for s in range(20)]
+    for g, gallery in (("G1", list(range(0, 20, 2))), ("G2", list(range(20, 40, 2)))):
+        rank1, tpir = brute_force_search(feats, probes, [100 + t // 2 for t in probes], gallery,
+                                         [100 + t // 2 for t in gallery], 0.1)  # 10 non-mated: one may pass
+        assert np.isnan(m[f"{g}/tpir@fpir=0.01"])  # 10 non-mated searches cannot resolve 1 %
+        assert m[f"{g}/rank1"] == pytest.approx(rank1) and m[f"{g}/tpir@fpir=0.1"] == pytest.approx(tpir)
+    assert m["rank1"] == pytest.approx((m["G1/rank1"] + m["G2/rank1"]) / 2)
+    # a perfect model: every probe found first, every mated search above every non-mated one
+    ids = torch.from_numpy(np.repeat(np.arange(20), 8))
+    perfect = bset.metrics(torch.nn.functional.one_hot(ids, 20).float(), {}, fars=())
+    assert perfect["rank1"] == perfect["rank5"] == perfect["tpir@fpir=0.1"] == 1.0
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: (r / "meta" / "ijbc_1N_gallery_G2.csv").unlink(), r"missing: .*ijbc_1N_gallery_G2.csv"),
+    (lambda r: (r / "meta" / "ijbc_1N_probe_mixed.csv").write_text("TEMPLATE_ID,SUBJECT_ID\n999,1\n"),
+     r"ijbc_1N_probe_mixed.csv: 1 templates have no image in the face_tid_mid list \(e.g. 999\)"),
+    (lambda r: (r / "meta" / "ijbc_1N_gallery_G1.csv").write_text("TEMPLATE_ID,SUBJECT_ID\n0,1\n0,2\n"),
+     r"ijbc_1N_gallery_G1.csv: template 0 is listed with several subject ids"),
+    (lambda r: (r / "meta" / "ijbc_1N_gallery_G1.csv").write_text("TEMPLATE_ID,SUBJECT_ID\nzero,1\n"),
+     r"ijbc_1N_gallery_G1.csv:2: expected an integer template id"),
+])
+def test_broken_one_to_n_files_are_named(tmp_path, edit, message):
+    write_release(tmp_path, one_to_n=True)
+    edit(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        IJBTemplates(str(tmp_path), "ijbc").load(112)
+
+
+def test_identification_true_without_the_files_is_refused(tmp_path):
+    write_release(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no ijbc_1N_\*.csv files, but identification=true"):
+        IJBTemplates(str(tmp_path), "ijbc", identification=True).load(112)
+    assert IJBTemplates(str(tmp_path), "ijbc").load(112).search is None  # None: 1:1 only, logged

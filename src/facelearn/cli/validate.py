@@ -87,22 +87,13 @@ def check_synthetic_benchmark_needs_synthetic_data(cfg: DictConfig) -> None:
 
 
 def reported_benchmarks(bench_cfg: Any) -> list[str]:
-    """The names the configured benchmarks are reported under (``bench/<name>/...``): the config keys (or a
-    ``name=`` given to one), except that an entry standing for several sets (``BinFolder``: the ``.bin`` files of a
-    folder) is expanded here, which also checks that its folder exists before any data are read."""
+    """The names the configured benchmarks are reported under (``bench/<name>/...``), by the rule results use
+    (``protocols.base.expand_protocols``: the config key or a ``name=`` given to one; a folder of ``.bin`` sets one
+    name per file). Instantiating the entries reads no data (constructors only check their options and files)."""
     from hydra.utils import instantiate
 
-    from facelearn.protocols.base import Protocol
-    names: list[str] = []
-    for key, node in bench_cfg.items():
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
-        cls = get_class(str(target)) if target else None
-        expands = isinstance(cls, type) and issubclass(cls, Protocol) and cls.expand is not Protocol.expand
-        if expands:
-            names += list(instantiate(node).expand(str(key)))
-        else:
-            names.append(str(node.get("name") or key) if isinstance(node, DictConfig) else str(key))
-    return names
+    from facelearn.protocols.base import expand_protocols
+    return list(expand_protocols({str(k): instantiate(v) for k, v in bench_cfg.items()}))
 
 
 def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:

@@ -14,6 +14,19 @@ the L2-normalised image embeddings every benchmark uses (its ``use_norm_score=Fa
 Scores: every pair scorer (cosine, IDA-R, IDA-L) on the template features, in chunks of pairs (IJB-C has 15.7M
 pairs: memory stays bounded by ``chunk`` x D). Metrics: ROC AUC and TAR at every configured FAR plus the field's
 1e-6 ... 1e-1 (TAR at the threshold accepting at most FAR of the negatives, ``eval.verification.tar_at_far``).
+
+1:N identification (when the release's 1:N files are in ``meta/``: ``ijbc_1N_gallery_G1.csv`` / ``_G2.csv`` or
+IJB-B's ``ijbb_1N_gallery_S1.csv`` / ``_S2.csv``, and ``<name>_1N_probe_mixed.csv``; CSV with a header, template id
+and subject id first, one row per image): the templates' features pooled as above, the mixed-media probes searched
+against each gallery on its own, as the IJB-C paper's open-set protocol defines it (each subject is enrolled in
+one of the two galleries, so for one gallery the probes of the other are non-mated searches). Per gallery:
+``<G>/rank1`` / ``rank5`` (closed set: the mated probes, the share whose subject is among the k best-scoring gallery
+subjects) and ``<G>/tpir@fpir=f`` (open set: the threshold is set so that at most a fraction f of the non-mated
+probes have a top score above it; TPIR is the share of mated probes whose mate is ranked first and scores above it),
+at FPIR 1e-2 and 1e-1; the unprefixed ``rank1`` / ``rank5`` / ``tpir@fpir=f`` are the mean of the two galleries.
+insightface's ``ijb_1n.py`` reports another figure: one gallery of G1 and G2 together (every probe mated) and a
+"FAR" over all non-mate probe-gallery scores; it is not this protocol's FPIR. Identification is scored with cosine
+(IDA re-scores pairs; 1:N is not part of IDA's evaluation).
 """
 
 from __future__ import annotations
@@ -32,6 +45,11 @@ log = logging.getLogger(__name__)
 
 #: the FARs IJB results are reported at
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: the FPIRs of IJB 1:N open-set results, and the closed-set ranks
+IJB_FPIRS = (1e-2, 1e-1)
+IJB_RANKS = (1, 5)
+#: the two galleries of each protocol's 1:N files, as the release names them
+GALLERIES = {"ijbb": ("S1", "S2"), "ijbc": ("G1", "G2")}
 
 
 @dataclass
@@ -125,22 +143,114 @@ def template_features(feats: np.ndarray, templates: np.ndarray, medias: np.ndarr
     return tids, (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+@dataclass
+class IJBSearch:
+    """1:N metadata: per gallery (its name -> (template ids, subject ids)), and the probes' (template ids, subject
+    ids); one entry per template."""
+
+    galleries: dict[str, tuple[np.ndarray, np.ndarray]]
+    probes: tuple[np.ndarray, np.ndarray]
+
+
+def _template_subjects(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(template ids, subject ids) of a 1:N CSV (header, then TEMPLATE_ID,SUBJECT_ID,... per image)."""
+    with open(path, encoding="utf-8") as fh:
+        lines = [ln.strip() for ln in fh if ln.strip()]
+    if len(lines) < 2:
+        raise ValueError(f"{path}: expected a header and one line per image (TEMPLATE_ID,SUBJECT_ID,...)")
+    rows = []
+    for n, line in enumerate(lines[1:], 2):
+        parts = line.split(",")
+        try:
+            rows.append((int(parts[0]), int(parts[1])))
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}:{n}: expected an integer template id and subject id first, got "
+                             f"{line[:60]!r}") from None
+    pairs = np.unique(np.array(rows, np.int64), axis=0)
+    tids, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{path}: template {tids[counts > 1][0]} is listed with several subject ids")
+    return pairs[:, 0], pairs[:, 1]
+
+
+def read_search_meta(root: str, protocol: str, image_templates: np.ndarray) -> IJBSearch | None:
+    """The 1:N files of ``protocol`` under ``root/meta`` (None when none of them is there); every listed template
+    must have images in the 1:1 image list (``image_templates``)."""
+    meta = os.path.join(root, "meta")
+    files = {g: os.path.join(meta, f"{protocol}_1N_gallery_{g}.csv") for g in GALLERIES[protocol]}
+    files["probe"] = os.path.join(meta, f"{protocol}_1N_probe_mixed.csv")
+    present = [f for f in files.values() if os.path.isfile(f)]
+    if not present:
+        return None
+    if len(present) != len(files):
+        missing = [f for f in files.values() if not os.path.isfile(f)]
+        raise FileNotFoundError(f"IJB 1:N needs {', '.join(map(os.path.basename, files.values()))}; missing: "
+                                f"{', '.join(missing)} (or set identification=false)")
+    read = {g: _template_subjects(f) for g, f in files.items()}
+    known = np.unique(image_templates)
+    for g, (tids, _) in read.items():
+        unknown = np.setdiff1d(tids, known)
+        if len(unknown):
+            raise ValueError(f"{files[g]}: {len(unknown)} templates have no image in the face_tid_mid list "
+                             f"(e.g. {unknown[0]})")
+    probes = read.pop("probe")
+    return IJBSearch(read, probes)
+
+
+def identification_metrics(probe_feats: np.ndarray, probe_subjects: np.ndarray, gallery_feats: np.ndarray,
+                           gallery_subjects: np.ndarray, fpirs: tuple[float, ...] = IJB_FPIRS,
+                           ranks: tuple[int, ...] = IJB_RANKS, chunk: int = 4096) -> dict[str, float]:
+    """Open- and closed-set 1:N metrics of L2-normalised probe features against one gallery (the module
+    docstring defines them). A subject's score is its best gallery template's cosine; a mate tied with another
+    subject counts as ranked above it. NaN where a metric is undefined (no mated probes, too few non-mated)."""
+    subjects, column = np.unique(gallery_subjects, return_inverse=True)
+    g = np.asarray(gallery_feats, np.float32)
+    mated = np.isin(probe_subjects, subjects)
+    mate_col = np.where(mated, np.searchsorted(subjects, probe_subjects).clip(max=len(subjects) - 1), 0)
+    top, mate_score, mate_rank = (np.empty(len(probe_feats)) for _ in range(3))
+    for i in range(0, len(probe_feats), chunk):
+        sim = np.asarray(probe_feats[i:i + chunk], np.float32) @ g.T
+        per_subject = np.full((len(subjects), len(sim)), -np.inf, np.float32)
+        np.maximum.at(per_subject, column, sim.T)  # each subject: its best gallery template
+        per_subject = per_subject.T
+        s = np.where(mated[i:i + chunk], per_subject[np.arange(len(sim)), mate_col[i:i + chunk]], np.nan)
+        top[i:i + chunk], mate_score[i:i + chunk] = per_subject.max(1), s
+        mate_rank[i:i + chunk] = 1 + (per_subject > s[:, None]).sum(1)
+    out: dict[str, float] = {}
+    ms, mr = mate_score[mated], mate_rank[mated]
+    for k in ranks:
+        out[f"rank{k}"] = float((mr <= k).mean()) if len(mr) else float("nan")
+    non_mated = np.sort(top[~mated])[::-1]
+    for f in fpirs:
+        k = int(np.floor(len(non_mated) * f + 1e-9))  # non-mated searches that may score above the threshold
+        if len(ms) == 0 or k < 1:
+            out[f"tpir@fpir={f:g}"] = float("nan")
+            continue
+        threshold = non_mated[k] if k < len(non_mated) else -np.inf
+        out[f"tpir@fpir={f:g}"] = float(((mr == 1) & (ms > threshold)).mean())
+    return out
+
+
 class TemplateSet(BenchmarkSet):
     """Aligned images of an IJB protocol and what its template metrics need."""
 
     identities = None  # IJB subject ids are not names of training identities: overlap cannot be checked
 
     def __init__(self, name: str, images: np.ndarray, meta: IJBMeta, detector_score: bool = True,
-                 media_pooling: bool = True, chunk: int = 200_000) -> None:
-        self.name, self.images, self.meta = name, images, meta
+                 media_pooling: bool = True, chunk: int = 200_000, search: IJBSearch | None = None) -> None:
+        self.name, self.images, self.meta, self.search = name, images, meta, search
         self.detector_score, self.media_pooling, self.chunk = detector_score, media_pooling, int(chunk)
-        tids = np.unique(meta.templates)
-        self.pair_index = np.searchsorted(tids, meta.pairs)  # template ids -> rows of the template features
+        self.template_ids = np.unique(meta.templates)
+        self.pair_index = np.searchsorted(self.template_ids, meta.pairs)  # template ids -> feature rows
 
     def describe(self) -> str:
         m = self.meta
-        return (f"{len(m.labels)} template pairs ({int(m.labels.sum())} genuine) over {len(np.unique(m.templates))} "
+        text = (f"{len(m.labels)} template pairs ({int(m.labels.sum())} genuine) over {len(self.template_ids)} "
                 f"templates of {len(self.images)} images")
+        if self.search is not None:
+            galleries = ", ".join(f"{g} {len(t)}" for g, (t, _) in self.search.galleries.items())
+            text += f"; 1:N: {len(self.search.probes[0])} probe templates, galleries {galleries}"
+        return text
 
     def template_features(self, embeddings: torch.Tensor) -> np.ndarray:
         weights = self.meta.scores if self.detector_score else None
@@ -164,19 +274,42 @@ class TemplateSet(BenchmarkSet):
                 out[f"{prefix}tar@far={far:g}"] = tar_at_far(scores, issame, far)
             if curves is not None:
                 curves[name] = roc_points(scores, issame)
+        if self.search is not None:
+            out.update(self.identification(feats.numpy()))
+        return out
+
+    def identification(self, feats: np.ndarray) -> dict[str, float]:
+        """1:N metrics per gallery (``<G>/...``) and their mean over the galleries (cosine scores)."""
+        rows = lambda tids: np.searchsorted(self.template_ids, tids)  # noqa: E731
+        probe_t, probe_s = self.search.probes
+        out: dict[str, float] = {}
+        per_gallery = []
+        for g, (tids, subjects) in self.search.galleries.items():
+            m = identification_metrics(feats[rows(probe_t)], probe_s, feats[rows(tids)], subjects)
+            out.update({f"{g}/{k}": v for k, v in m.items()})
+            per_gallery.append(m)
+        for k in per_gallery[0]:
+            out[k] = float(np.mean([m[k] for m in per_gallery]))
         return out
 
 
 class IJBTemplates(Protocol):
-    """``benchmark=ijbb`` / ``ijbc``: insightface's IJB release under ``root`` (see the module docstring)."""
+    """``benchmark=ijbb`` / ``ijbc``: insightface's IJB release under ``root`` (see the module docstring).
 
-    def __init__(self, root: str, name: str = "ijbc", detector_score: bool = True, media_pooling: bool = True,
-                 chunk: int = 200_000) -> None:
-        if name not in ("ijbb", "ijbc"):
-            raise ValueError(f"IJB name must be ijbb or ijbc, got {name!r}")
-        self.root, self.ijb = str(root), name
-        self.name = name
+    ``protocol``: ``ijbb`` or ``ijbc`` (the prefix of the meta files); ``name``: reported under this name instead of
+    the config key; ``identification``: 1:N as well (None: when the 1:N files are present, which is logged).
+    """
+
+    def __init__(self, root: str, protocol: str = "ijbc", name: str | None = None, detector_score: bool = True,
+                 media_pooling: bool = True, identification: bool | None = None, chunk: int = 200_000) -> None:
+        if protocol not in GALLERIES:
+            raise ValueError(f"IJB protocol must be ijbb or ijbc, got {protocol!r}")
+        if int(chunk) < 1:
+            raise ValueError(f"benchmark.{name or protocol}.chunk must be >= 1, got {chunk}")
+        self.root, self.protocol = str(root), protocol
+        self.name, self.given_name = name or protocol, name
         self.detector_score, self.media_pooling, self.chunk = detector_score, media_pooling, chunk
+        self.identification = identification
 
     def identities(self) -> set[str] | None:
         return None
@@ -184,8 +317,16 @@ class IJBTemplates(Protocol):
     def load(self, image_size: int, cache_dir: str | None = None) -> TemplateSet:
         from facelearn.data.alignment import alignment_matrix
         from facelearn.data.images import FaceCrop, decode_images
-        meta = read_meta(self.root, self.ijb)
+        meta = read_meta(self.root, self.protocol)
+        search = None
+        if self.identification is not False:
+            search = read_search_meta(self.root, self.protocol, meta.templates)
+            if search is None:
+                if self.identification:
+                    raise FileNotFoundError(f"{self.root}/meta has no {self.protocol}_1N_*.csv files, but "
+                                            "identification=true (set it false for 1:1 only)")
+                log.info("%s: no 1:N files in %s/meta: 1:1 verification only", self.name, self.root)
         paths = [os.path.join(self.root, "loose_crop", n) for n in meta.names]
         matrices = np.stack([alignment_matrix(p) for p in meta.landmarks])
         images = decode_images(paths, FaceCrop(image_size), cache_dir, matrices=matrices)
-        return TemplateSet(self.ijb, images, meta, self.detector_score, self.media_pooling, self.chunk)
+        return TemplateSet(self.name, images, meta, self.detector_score, self.media_pooling, self.chunk, search)

@@ -72,13 +72,14 @@ class OneShotSplit(Protocol):
     splits_training_data = True
 
     def __init__(self, source, num_novel: int = 200, base_test_per_class: int = 1, base_test_min_images: int = 3,
-                 exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str = "oneshot",
+                 exclude_pairs_files: list[str] | None = None, seed: int = 0, name: str | None = None,
                  precisions: tuple[float, ...] | list[float] = (0.99, 0.999), finetune_iterations: int = 0) -> None:
+        self.name, self.given_name = name or "oneshot", name
         if finetune_iterations < 0:
-            raise ValueError(f"benchmark.{name}.finetune_iterations must be >= 0, got {finetune_iterations}")
+            raise ValueError(f"benchmark.{self.name}.finetune_iterations must be >= 0, got {finetune_iterations}")
         self.finetune_iterations = int(finetune_iterations)
-        self.source, self.num_novel, self.seed, self.name = source, num_novel, seed, name
-        self.precisions = check_precisions(precisions, f"benchmark.{name}")
+        self.source, self.num_novel, self.seed = source, num_novel, seed
+        self.precisions = check_precisions(precisions, f"benchmark.{self.name}")
         self.base_test_per_class, self.base_test_min_images = base_test_per_class, base_test_min_images
         self.exclude_pairs_files = list(exclude_pairs_files or [])
         self._cache: dict[int, tuple] = {}
@@ -166,11 +167,12 @@ class IdentificationFolder(Protocol):
     people) joins the gallery as its own class. Reports ``probe/top1`` (rank-1) and coverage@precision."""
 
     def __init__(self, root: str, distractors: str | None = None, enrol_per_class: int = 1,
-                 center_crop: int | None = None, seed: int = 0, name: str = "identification",
+                 center_crop: int | None = None, seed: int = 0, name: str | None = None,
                  precisions: tuple[float, ...] | list[float] = (0.99, 0.999)) -> None:
         self.root, self.distractors, self.enrol_per_class = root, distractors, enrol_per_class
-        self.center_crop, self.seed, self.name = center_crop, seed, name
-        self.precisions = check_precisions(precisions, f"benchmark.{name}")
+        self.center_crop, self.seed = center_crop, seed
+        self.name, self.given_name = name or "identification", name
+        self.precisions = check_precisions(precisions, f"benchmark.{self.name}")
 
     def identities(self) -> set[str]:
         from facelearn.data.records import IdentityFolder

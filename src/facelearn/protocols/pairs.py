@@ -312,12 +312,13 @@ class SyntheticPairs(Protocol):
     mismatched pairs, ``hard_fraction`` of the mismatched ones between look-alike members of one family."""
 
     def __init__(self, num_identities: int = 300, images_per_identity: int = 4, num_pairs: int = 1000,
-                 hard_fraction: float = 0.5, seed: int = 1000, name: str = "synthetic", **faces_kw) -> None:
+                 hard_fraction: float = 0.5, seed: int = 1000, name: str | None = None, **faces_kw) -> None:
+        self.name, self.given_name = name or "synthetic", name
         self.faces = SyntheticFaces(num_identities=num_identities, images_per_identity=images_per_identity,
-                                    seed=seed, name=name, **faces_kw)
+                                    seed=seed, name=self.name, **faces_kw)
         if images_per_identity < 2:
             raise ValueError("synthetic benchmark needs images_per_identity >= 2 for matched pairs")
-        self.num_pairs, self.hard_fraction, self.seed, self.name = num_pairs, hard_fraction, seed, name
+        self.num_pairs, self.hard_fraction, self.seed = num_pairs, hard_fraction, seed
 
     def identities(self) -> set[str]:
         return set(self.faces.identity_names())
