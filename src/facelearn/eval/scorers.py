@@ -138,6 +138,7 @@ class IDARScorer:
         self.anchor_set = AnchorSet(anchors, max_anchors, seed, folder, center_crop)
         self.index_kw = dict(backend=backend, kind=kind, use_gpu=use_gpu)
         self.index: AnchorIndex | None = None
+        self._density_of: tuple[torch.Tensor, torch.Tensor] | None = None  # (embeddings, their log F)
 
     @property
     def needs_training_data(self) -> bool:
@@ -145,7 +146,7 @@ class IDARScorer:
         return self.anchor_set.source == "real-db"
 
     def fit(self, module: Any, context: ScorerContext | None = None) -> None:
-        self.index = AnchorIndex(self.anchor_set.build(module, context), **self.index_kw)
+        self.index, self._density_of = AnchorIndex(self.anchor_set.build(module, context), **self.index_kw), None
         log.info("IDA-R: %d anchors (%s), k=%d, tau=%g", len(self.index), self.anchor_set.source, self.k, self.tau)
 
     def log_density(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -155,7 +156,10 @@ class IDARScorer:
         return log_density(sims, self.tau)
 
     def __call__(self, embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        lf = self.log_density(embeddings)
+        # Pairs scored in chunks over one embedding tensor (IJB: millions of template pairs) search the anchors once.
+        if self._density_of is None or self._density_of[0] is not embeddings:
+            self._density_of = (embeddings, self.log_density(embeddings))
+        lf = self._density_of[1]
         cos = (embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]]).sum(1)
         return log_dao(cos, lf[pairs[:, 0]], lf[pairs[:, 1]], self.tau)
 
@@ -188,6 +192,7 @@ class IDALScorer(IDARScorer):
         return self.regressor_path is None and self.anchor_set.source != "folder"
 
     def fit(self, module: Any, context: ScorerContext | None = None) -> None:
+        self._density_of = None
         if self.regressor_path:
             state = torch.load(self.regressor_path, map_location="cpu", weights_only=True)
             self.regressor = SupportSetRegressor(int(state["embedding_size"]), int(state["hidden"]))

@@ -72,30 +72,36 @@ def roc_auc(scores: np.ndarray, issame: np.ndarray) -> float:
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (vectorised: IJB-C's 15.7M pairs in one sort)."""
     order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
     sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1
-        i = j + 1
+    starts = np.r_[0, np.flatnonzero(sx[1:] != sx[:-1]) + 1] if len(x) else np.zeros(0, int)
+    ends = np.r_[starts[1:], len(x)] - 1
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(0.5 * (starts + ends) + 1, ends - starts + 1)
     return ranks
 
 
 def tar_at_far(scores: np.ndarray, issame: np.ndarray, far: float) -> float:
     """True accept rate at the threshold accepting at most ``far`` of the negatives; NaN when unsupported."""
+    return tar_at_fars(scores, issame, (far,))[far]
+
+
+def tar_at_fars(scores: np.ndarray, issame: np.ndarray, fars) -> dict[float, float]:
+    """``tar_at_far`` at several FARs from one sort of the negatives."""
     scores, issame = np.asarray(scores, np.float64), np.asarray(issame, bool)
     neg = np.sort(scores[~issame])[::-1]
     pos = scores[issame]
-    if len(pos) == 0 or len(neg) * far < 1:
-        return float("nan")
-    k = int(math.floor(len(neg) * far + 1e-9))  # negatives we may accept
-    # Accept s > neg[k] (strictly above the (k+1)-th highest negative): at most k negatives pass.
-    threshold = neg[k] if k < len(neg) else -np.inf
-    return float((pos > threshold).mean())
+    out: dict[float, float] = {}
+    for far in fars:
+        if len(pos) == 0 or len(neg) * far < 1:
+            out[far] = float("nan")
+            continue
+        k = int(math.floor(len(neg) * far + 1e-9))  # negatives we may accept
+        # Accept s > neg[k] (strictly above the (k+1)-th highest negative): at most k negatives pass.
+        threshold = neg[k] if k < len(neg) else -np.inf
+        out[far] = float((pos > threshold).mean())
+    return out
 
 
 def roc_points(scores: np.ndarray, issame: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
@@ -116,6 +122,5 @@ def verification_metrics(scores: np.ndarray, issame: np.ndarray, folds: np.ndarr
                          fars: tuple[float, ...] = DEFAULT_FARS) -> dict[str, float]:
     out = kfold_accuracy(scores, issame, folds)
     out["auc"] = roc_auc(scores, issame)
-    for far in fars:
-        out[f"tar@far={far:g}"] = tar_at_far(scores, issame, far)
+    out.update({f"tar@far={far:g}": tar for far, tar in tar_at_fars(scores, issame, fars).items()})
     return out

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facelearn.eval.verification import roc_auc, roc_points, tar_at_far
+from facelearn.eval.verification import roc_auc, roc_points, tar_at_fars
 from facelearn.protocols.base import BenchmarkSet, Protocol
 
 log = logging.getLogger(__name__)
@@ -270,8 +270,8 @@ class TemplateSet(BenchmarkSet):
                                      for i in range(0, len(pairs), self.chunk)])
             prefix = "" if name == "cosine" else f"{name}/"
             out[prefix + "auc"] = roc_auc(scores, issame)
-            for far in sorted(set(fars) | set(IJB_FARS)):
-                out[f"{prefix}tar@far={far:g}"] = tar_at_far(scores, issame, far)
+            for far, tar in tar_at_fars(scores, issame, sorted(set(fars) | set(IJB_FARS))).items():
+                out[f"{prefix}tar@far={far:g}"] = tar
             if curves is not None:
                 curves[name] = roc_points(scores, issame)
         if self.search is not None:
