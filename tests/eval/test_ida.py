@@ -204,3 +204,23 @@ def test_ida_l_with_folder_anchors_trains_on_them_without_their_own_identity(tmp
     assert torch.allclose(seen["emb"], anchors)
     assert torch.allclose(seen["targets"], sc.log_density(top.double(), 1.0).float(), atol=1e-5)
     assert scorer.own_identity_dropped >= 10  # each anchor itself was its nearest
+
+
+def test_pair_cosines_by_matrix_blocks_equal_the_gathered_ones():
+    """IJB's millions of template pairs: cosines read from blocks of the similarity matrix (dense pair lists) or
+    gathered per pair (sparse ones) are the same numbers, in the pairs' order; every scorer re-scores them."""
+    from facelearn.eval.scorers import CosineScorer, IDARScorer, gathered_cosines, pair_cosines
+    from facelearn.eval.ida import AnchorIndex
+    g = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(37, 8, generator=g), dim=1)
+    dense = torch.randint(0, 37, (3000, 2), generator=g)
+    sparse = dense[:5]
+    for pairs in (dense, sparse):
+        ref = (emb[pairs[:, 0]] * emb[pairs[:, 1]]).sum(1)
+        torch.testing.assert_close(pair_cosines(emb, pairs, block=4), ref)
+        torch.testing.assert_close(gathered_cosines(emb, pairs, chunk=7), ref)
+    scorer = IDARScorer(k=3, backend="torch")
+    scorer.index = AnchorIndex(torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1), backend="torch")
+    cos = pair_cosines(emb, dense, block=4)
+    torch.testing.assert_close(scorer.from_cosine(cos, emb, dense), scorer(emb, dense), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(CosineScorer().from_cosine(cos, emb, dense), CosineScorer()(emb, dense))

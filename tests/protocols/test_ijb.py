@@ -68,7 +68,7 @@ def write_release(root, n_subjects=6, images_per_template=4, one_to_n=False):
 
 def test_ijbc_end_to_end_equals_the_hand_computation(tmp_path):
     write_release(tmp_path)
-    bset = IJBTemplates(str(tmp_path), "ijbc", chunk=5).load(112)  # chunk < pairs: the chunked path is used
+    bset = IJBTemplates(str(tmp_path), "ijbc", block=5).load(112)  # block < templates: several blocks
     assert bset.images.shape == (48, 3, 112, 112) and "24 template pairs (6 genuine) over 12 templates" in bset.describe()
     rng = np.random.default_rng(0)
     emb = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(48, 8))).float(), dim=1)

@@ -11,8 +11,9 @@ of one clip, or one still) are averaged, the media features summed, the result L
 the weighting. One difference: insightface can pool un-normalised features (``use_norm_score``); facelearn pools
 the L2-normalised image embeddings every benchmark uses (its ``use_norm_score=False`` setting).
 
-Scores: every pair scorer (cosine, IDA-R, IDA-L) on the template features, in chunks of pairs (IJB-C has 15.7M
-pairs: memory stays bounded by ``chunk`` x D). Metrics: ROC AUC and TAR at every configured FAR plus the field's
+Scores: every pair scorer (cosine, IDA-R, IDA-L) on the template features. IJB-C has 15.7M pairs of 23k templates:
+their cosines are computed once, ``block`` rows of the template similarity matrix at a time (memory ``block`` x
+templates floats; ``eval.scorers.pair_cosines``), and each scorer re-scores them (``from_cosine``). Metrics: ROC AUC and TAR at every configured FAR plus the field's
 1e-6 ... 1e-1 (TAR at the threshold accepting at most FAR of the negatives, ``eval.verification.tar_at_far``).
 
 1:N identification (when the release's 1:N files are in ``meta/``: ``ijbc_1N_gallery_G1.csv`` / ``_G2.csv`` or
@@ -237,9 +238,9 @@ class TemplateSet(BenchmarkSet):
     identities = None  # IJB subject ids are not names of training identities: overlap cannot be checked
 
     def __init__(self, name: str, images: np.ndarray, meta: IJBMeta, detector_score: bool = True,
-                 media_pooling: bool = True, chunk: int = 200_000, search: IJBSearch | None = None) -> None:
+                 media_pooling: bool = True, block: int = 1024, search: IJBSearch | None = None) -> None:
         self.name, self.images, self.meta, self.search = name, images, meta, search
-        self.detector_score, self.media_pooling, self.chunk = detector_score, media_pooling, int(chunk)
+        self.detector_score, self.media_pooling, self.block = detector_score, media_pooling, int(block)
         self.template_ids = np.unique(meta.templates)
         self.pair_index = np.searchsorted(self.template_ids, meta.pairs)  # template ids -> feature rows
 
@@ -261,13 +262,17 @@ class TemplateSet(BenchmarkSet):
         if not scorers:
             from facelearn.eval.scorers import CosineScorer
             scorers = {"cosine": CosineScorer()}
+        from facelearn.eval.scorers import pair_cosines
         feats = torch.from_numpy(self.template_features(embeddings))
         pairs = torch.from_numpy(self.pair_index)
         issame = self.meta.labels
         out: dict[str, float] = {}
+        cos = pair_cosines(feats, pairs, self.block)  # once, for every scorer that is a function of it
         for name, scorer in scorers.items():
-            scores = np.concatenate([scorer(feats, pairs[i:i + self.chunk]).double().numpy()
-                                     for i in range(0, len(pairs), self.chunk)])
+            if hasattr(scorer, "from_cosine"):
+                scores = scorer.from_cosine(cos, feats, pairs).double().numpy()
+            else:  # any other pair scorer: in chunks of pairs
+                scores = np.concatenate([scorer(feats, p).double().numpy() for p in pairs.split(50_000)])
             prefix = "" if name == "cosine" else f"{name}/"
             out[prefix + "auc"] = roc_auc(scores, issame)
             for far, tar in tar_at_fars(scores, issame, sorted(set(fars) | set(IJB_FARS))).items():
@@ -301,14 +306,14 @@ class IJBTemplates(Protocol):
     """
 
     def __init__(self, root: str, protocol: str = "ijbc", name: str | None = None, detector_score: bool = True,
-                 media_pooling: bool = True, identification: bool | None = None, chunk: int = 200_000) -> None:
+                 media_pooling: bool = True, identification: bool | None = None, block: int = 1024) -> None:
         if protocol not in GALLERIES:
             raise ValueError(f"IJB protocol must be ijbb or ijbc, got {protocol!r}")
-        if int(chunk) < 1:
-            raise ValueError(f"benchmark.{name or protocol}.chunk must be >= 1, got {chunk}")
+        if int(block) < 1:
+            raise ValueError(f"benchmark.{name or protocol}.block must be >= 1, got {block}")
         self.root, self.protocol = str(root), protocol
         self.name, self.given_name = name or protocol, name
-        self.detector_score, self.media_pooling, self.chunk = detector_score, media_pooling, chunk
+        self.detector_score, self.media_pooling, self.block = detector_score, media_pooling, block
         self.identification = identification
 
     def identities(self) -> set[str] | None:
@@ -329,4 +334,4 @@ class IJBTemplates(Protocol):
         paths = [os.path.join(self.root, "loose_crop", n) for n in meta.names]
         matrices = np.stack([alignment_matrix(p) for p in meta.landmarks])
         images = decode_images(paths, FaceCrop(image_size), cache_dir, matrices=matrices)
-        return TemplateSet(self.name, images, meta, self.detector_score, self.media_pooling, self.chunk, search)
+        return TemplateSet(self.name, images, meta, self.detector_score, self.media_pooling, self.block, search)
