@@ -153,7 +153,14 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
     from facelearn.protocols import load_protocols
     _quiet()
     check_config(cfg)  # every _target_ node (benchmarks, IDA, backbone) against its signature, before any work
+    from facelearn.runtime.threads import apply_plan, plan_threads
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r}: expected an integer >= 1 (or null)")
+    log.info(apply_plan(plan_threads(threads=threads)).describe())
     module, run_cfg = load_model(cfg)
+    if cfg.get("compile"):
+        instantiate(cfg.compile).apply(module)
     if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here
         if cfg.get("benchmark") is None:
             raise ValueError("without ckpt_path, choose the benchmark, e.g. benchmark=lfw_devtest")

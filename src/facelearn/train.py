@@ -41,12 +41,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
     from facelearn.loggers import finish_loggers, flat_config
 
+    from facelearn.runtime.threads import apply_plan, local_ranks_of, plan_threads
+
     _quiet()
     resumed = validate_train_config(cfg)
+    log.info(apply_plan(plan_threads(local_ranks_of(cfg.trainer), int(cfg.data.get("num_workers") or 0),
+                                     cfg.get("threads"))).describe())
+    compiler = instantiate(cfg.compile) if cfg.get("compile") else None  # its options checked before any data
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _recursive_=True)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.num_classes)
+    if compiler is not None:
+        compiler.apply(module)
     callbacks = build_list(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

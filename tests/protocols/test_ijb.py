@@ -221,3 +221,31 @@ def test_identification_true_without_the_files_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no ijbc_1N_\*.csv files, but identification=true"):
         IJBTemplates(str(tmp_path), "ijbc", identification=True).load(112)
     assert IJBTemplates(str(tmp_path), "ijbc").load(112).search is None  # None: 1:1 only, logged
+
+
+def test_ida_tau_sweep_runs_on_a_template_benchmark_and_reports(tmp_path):
+    """IDA's Fig. 7 layout for a user with IJB data: `facelearn.evaluate -m +sweep=ida_tau benchmark=ijbc ...`
+    (six evaluations, one per tau), then `facelearn.report` over the multirun: one row per tau with the IDA-R
+    TAR@FAR of the template pairs."""
+    import subprocess
+    import sys
+    from facelearn.data.synthetic import SyntheticFaces
+    write_release(tmp_path / "IJBC", one_to_n=True)
+    anchors = SyntheticFaces(num_identities=12, images_per_identity=1, seed=9).load(112)
+    for i, image in enumerate(anchors.images):
+        (tmp_path / "anchors" / f"a{i}").mkdir(parents=True)
+        Image.fromarray(image.transpose(1, 2, 0)).save(tmp_path / "anchors" / f"a{i}" / "0.png")
+    proc = subprocess.run([sys.executable, "-m", "facelearn.evaluate", "-m", "+sweep=ida_tau", "backbone=small",
+                           "image_size=112", "benchmark=ijbc", f"benchmark.ijbc.root={tmp_path / 'IJBC'}",
+                           "ida.ida_r.anchors=folder", f"ida.ida_r.folder={tmp_path / 'anchors'}", "ida.ida_r.k=3",
+                           f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| 1:N benchmark | gallery" in proc.stdout  # the 1:N table of each job
+    multirun = next((tmp_path / "logs" / "multiruns").iterdir())
+    report = subprocess.run([sys.executable, "-m", "facelearn.report", str(multirun), "--metrics",
+                             "tar@far=1e-1", "ida_r/tar@far=1e-1", "rank1"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    for tau in ("0.25", "0.5", "1", "2", "4", "8"):
+        assert f"ida.ida_r.tau={tau}" in report.stdout, report.stdout

@@ -103,7 +103,7 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
     check_accelerator(cfg.get("trainer") or {})
     for key, minimum in (("data.batch_size", 1), ("data.image_size", 8), ("data.num_workers", 0),
                          ("trainer.max_epochs", 1), ("trainer.devices", 1), ("trainer.num_nodes", 1),
-                         ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0)):
+                         ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0), ("threads", 1)):
         _int(cfg, key, minimum)
     _positive_number(cfg, "optimizer.lr")
     trainer = cfg.get("trainer") or {}

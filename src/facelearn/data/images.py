@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facelearn.runtime.threads import decode_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -152,7 +154,7 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
                             cache_file, e)
     out = np.empty((len(paths), 3, crop.image_size, crop.image_size), dtype=np.uint8)
     # Pillow releases the GIL while decoding, so threads give a near-linear speedup without pickling arrays.
-    threads = num_threads or min(8, os.cpu_count() or 1)
+    threads = num_threads or decode_threads()  # the run's plan (facelearn.runtime.threads)
 
     def work(i: int) -> None:
         out[i] = decode_image(paths[i], crop, None if boxes is None else tuple(boxes[i]),
