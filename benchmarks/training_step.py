@@ -13,7 +13,13 @@ backbone / head / objective, SGD and schedule.
 Prints images/s of both and the ratio facelearn / plain per method (1.0: no overhead). Run twice and compare: the
 machine's run-to-run spread is part of the answer.
 
+``--compile``: instead, the backbones' forward + backward + SGD step alone, eager against ``compile=backbone``
+(``nn.Module.compile``, Inductor) on the same weights and batch: images/s, the compile time, the first step's loss
+of both (equal within float tolerance), and the achieved GFLOP/s (``torch.utils.flop_counter``: forward + backward)
+next to this machine's fp32 matmul rate measured in the same run (2048 x 2048), so the efficiency is a number.
+
     python benchmarks/training_step.py [--epochs 2] [--methods conventional_shallow sst_shallow] [--threads 2]
+    python benchmarks/training_step.py --compile [--nets small:64 mobilefacenet:112] [--batch 128] [--threads 2]
 """
 
 import argparse
@@ -35,6 +41,7 @@ def config(experiment: str, epochs: int, out: Path) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_module("facelearn.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"+experiment={experiment}", f"trainer.max_epochs={epochs}",
+                                          f"threads={torch.get_num_threads()}",
                                           "benchmark=none", "monitor=null", "logger=csv",
                                           f"paths.log_dir={out / 'logs'}", "trainer.enable_progress_bar=false"])
     with open_dict(cfg):
@@ -98,13 +105,95 @@ def sst_step(module, images: torch.Tensor, labels: torch.Tensor, step: int) -> t
     return 0.5 * (out_a.total + out_b.total)
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def backbone(name: str, size: int) -> torch.nn.Module:
+    from hydra.utils import instantiate
+    GlobalHydra.instance().clear()
+    with initialize_config_module("facelearn.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"backbone={name}", f"data.image_size={size}"])
+    return instantiate(cfg.backbone)
+
+
+def train_rate(net: torch.nn.Module, x: torch.Tensor, steps: int) -> tuple[float, float, float]:
+    """(first step's seconds, its loss, images/s of the next ``steps``) of forward + backward + SGD."""
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    target = torch.zeros(len(x), dtype=torch.long)
+
+    def step() -> float:
+        loss = F.cross_entropy(net(x)[:, :10], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    t0 = time.perf_counter()
+    first = step()
+    first_time = time.perf_counter() - t0
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return first_time, first, steps * len(x) / (time.perf_counter() - t0)
+
+
+def compile_table(nets: list[str], batch: int, steps: int, threads: int) -> None:
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facelearn.nn.compile import Compile
+    peak = matmul_gflops()
+    print(f"\ntorch {torch.__version__}, {threads} threads, batch {batch}, {steps} timed steps; fp32 matmul "
+          f"(2048^2) on this machine: {peak:.0f} GFLOP/s\n")
+    print("| backbone | GFLOP / image (fwd+bwd) | eager img/s | compiled img/s | speed-up | compile s | "
+          "eager GFLOP/s (% of matmul) | compiled GFLOP/s (% of matmul) | first loss eager / compiled |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for spec in nets:
+        name, size = spec.split(":")
+        torch.manual_seed(0)
+        net = backbone(name, int(size)).train()
+        twin = copy.deepcopy(net)
+        x = torch.randn(batch, 3, int(size), int(size))
+        with FlopCounterMode(display=False) as counter:
+            net(x).sum().backward()
+        per_image = counter.get_total_flops() / batch / 1e9
+        net.zero_grad()
+        _, eager_loss, eager = train_rate(net, x, steps)
+
+        class Holder(torch.nn.Module):  # what compile=backbone finds on a method module
+            def __init__(self, b):
+                super().__init__()
+                self.backbone = b
+        Compile().apply(Holder(twin))
+        compile_s, compiled_loss, compiled = train_rate(twin, x, steps)
+        print(f"| {name} {size} px | {per_image:.2f} | {eager:.0f} | {compiled:.0f} | {compiled / eager:.2f}x | "
+              f"{compile_s:.0f} | {eager * per_image:.0f} ({100 * eager * per_image / peak:.0f} %) | "
+              f"{compiled * per_image:.0f} ({100 * compiled * per_image / peak:.0f} %) | "
+              f"{eager_loss:.6f} / {compiled_loss:.6f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", nargs="+", default=["conventional_shallow", "sst_shallow"])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="backbones alone: eager vs compiled, GFLOP/s")
+    ap.add_argument("--nets", nargs="+", default=["small:64", "mobilefacenet:112"], help="backbone:image size")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compile:
+        compile_table(args.nets, args.batch, args.steps, args.threads)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:

@@ -197,12 +197,12 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
         datamodule = instantiate(run_cfg.data, cache_dir=cache_dir)
         datamodule.setup_train()
         train_dataset = datamodule.train_dataset
-    context = ScorerContext.of(image_size, bench_sets, train_dataset, cache_dir)
+    batch_size = cfg.batch_size or default_batch_size(getattr(module, "device", "cpu"))
+    context = ScorerContext.of(image_size, bench_sets, train_dataset, cache_dir, batch_size)
     for scorer in scorers.values():
         t0 = time.perf_counter()
         scorer.fit(module, context)
         log.info("scorer %s prepared in %.1f s", type(scorer).__name__, time.perf_counter() - t0)
-    batch_size = cfg.batch_size or default_batch_size(getattr(module, "device", "cpu"))
     return Evaluation(module, bench_sets, scorers, batch_size)
 
 

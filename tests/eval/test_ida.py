@@ -224,3 +224,26 @@ def test_pair_cosines_by_matrix_blocks_equal_the_gathered_ones():
     cos = pair_cosines(emb, dense, block=4)
     torch.testing.assert_close(scorer.from_cosine(cos, emb, dense), scorer(emb, dense), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(CosineScorer().from_cosine(cos, emb, dense), CosineScorer()(emb, dense))
+
+
+def test_scorers_on_one_anchor_folder_embed_it_once(tmp_path):
+    """ida=both with folder anchors: IDA-R and IDA-L share one embedding pass of the folder (the evaluation's
+    ScorerContext remembers it); another max_anchors is another set and is embedded again."""
+    from PIL import Image
+
+    for person in ("p1", "p2", "p3"):
+        (tmp_path / person).mkdir()
+        Image.fromarray(np.full((8, 8, 3), len(person) * 40, np.uint8)).save(tmp_path / person / "1.png")
+    calls = []
+
+    class Counting(_Module):
+        def embed(self, images):
+            calls.append(len(images))
+            return super().embed(images)
+
+    context, module = ScorerContext(8, None, {"t": {"x"}}), Counting()
+    a = AnchorSet("folder", folder=str(tmp_path)).build(module, context)
+    b = AnchorSet("folder", folder=str(tmp_path)).build(module, context)
+    assert calls == [3] and a is b
+    AnchorSet("folder", folder=str(tmp_path), max_anchors=2).build(module, context)
+    assert calls == [3, 2]

@@ -35,18 +35,27 @@ ANCHOR_SOURCES = ("real-db", "fc-weights", "folder")
 class ScorerContext:
     """What a scorer may read besides the model: ``train_dataset`` (``images`` uint8 tensor, ``labels``,
     ``class_names``; None when not built), the identities of every evaluated benchmark (anchors must not contain
-    them), and the image size and decode cache for anchor folders."""
+    them), the image size and decode cache for anchor folders, the batch size to embed anchors with, and the
+    anchor embeddings already computed (IDA-R and IDA-L on one folder embed it once)."""
 
     image_size: int
     train_dataset: Any = None
     benchmark_identities: dict[str, set[str]] = field(default_factory=dict)
     cache_dir: str | None = None
+    batch_size: int = 256
+    embedded: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def of(cls, image_size: int, benchmark_sets: dict[str, Any], train_dataset: Any = None,
-           cache_dir: str | None = None) -> "ScorerContext":
+           cache_dir: str | None = None, batch_size: int = 256) -> "ScorerContext":
         return cls(image_size, train_dataset, {n: set(s.identities or ()) for n, s in benchmark_sets.items()},
-                   cache_dir)
+                   cache_dir, batch_size)
+
+    def embed_once(self, key: tuple, module: Any, images: Any) -> torch.Tensor:
+        """``embed_images`` of ``images``, remembered under ``key`` for the other scorers of this evaluation."""
+        if key not in self.embedded:
+            self.embedded[key] = embed_images(module, images, self.batch_size)
+        return self.embedded[key]
 
 
 def gathered_cosines(embeddings: torch.Tensor, pairs: torch.Tensor, chunk: int = 50_000) -> torch.Tensor:
@@ -144,7 +153,7 @@ class AnchorSet:
                                      f"(e.g. {sorted(overlap)[:5]}): the model was trained on test people")
             self.dataset_index = idx
             self.labels = ds.labels[idx].numpy()
-            return embed_images(module, ds.images[idx].numpy())
+            return context.embed_once(("real-db", tuple(idx.tolist())), module, ds.images[idx].numpy())
         paths, names = _folder_images(self.folder)
         bench_ids = set().union(*context.benchmark_identities.values()) if context else set()
         overlap = same_identities(set(names), bench_ids)
@@ -158,7 +167,8 @@ class AnchorSet:
         images = decode_images([paths[i] for i in keep], FaceCrop(context.image_size, self.center_crop),
                                context.cache_dir)
         _, self.labels = np.unique(np.array([names[i] for i in keep]), return_inverse=True)  # identity = folder
-        return embed_images(module, images)
+        key = ("folder", tuple(paths[i] for i in keep), context.image_size, self.center_crop)
+        return context.embed_once(key, module, images)
 
 
 class IDARScorer:
