@@ -104,3 +104,33 @@ def test_reader_is_safe_from_threads(tmp_path):
     with ThreadPoolExecutor(8) as ex:
         got = list(ex.map(r.image, keys))
     assert all(g == blobs[k] for g, k in zip(got, keys))
+
+
+def test_pack_verify_lists_every_bad_record(tmp_path):
+    """`facelearn.pack --verify` as typed: a clean set passes; a record whose image bytes are cut short, one whose
+    image is not an image, and an .idx offset past the end of the file are each listed, and the exit status is 1."""
+    import subprocess
+    import sys
+    folder = _faces(tmp_path / "faces", people=4, per=3, size=32)
+    rec = tmp_path / "train.rec"
+    pack(IdentityFolder(str(folder)).load(0), rec)
+
+    def verify():
+        return subprocess.run([sys.executable, "-m", "facelearn.pack", "--verify", str(rec)], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=120)
+    ok = verify()
+    assert ok.returncode == 0 and "12 image records decoded" in ok.stdout and ", 0 bad" in ok.stdout
+    reader = RecordIOReader(rec)
+    raw = bytearray(rec.read_bytes())
+    for key, junk in ((3, b"\x00" * 200), (7, b"not an image at all" * 10)):
+        start = reader.offsets[key] + 8 + 24  # past the RecordIO and image-record headers
+        raw[start:start + len(junk)] = junk
+    reader.close()
+    rec.write_bytes(bytes(raw))
+    with open(rec.with_suffix(".idx"), "a") as fh:
+        fh.write(f"99\t{len(raw) + 1000}\n")
+    bad = verify()
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert ", 3 bad" in bad.stdout
+    assert "record 99: offset" in bad.stdout and "past the end" in bad.stdout
+    assert "record 3 (class " in bad.stdout and "record 7 (class " in bad.stdout and "cannot decode image" in bad.stdout
