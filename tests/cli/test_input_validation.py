@@ -172,3 +172,32 @@ def test_doppelganger_sampler_without_mining_is_refused():
     with pytest.raises(ValueError, match="data/sampler=doppelganger needs callbacks.doppelganger"):
         validate_train_config(bad)
     validate_train_config(good)
+
+
+def test_bin_is_decoded_with_threads_and_cached(tmp_path, monkeypatch):
+    """A .bin decodes with the thread pool to the same pixels as one thread, is cached under cache_dir (the
+    second load does not unpickle it), and a changed file is decoded again."""
+    import io
+    from facelearn.protocols import pairs as pairs_mod
+    rng = np.random.default_rng(0)
+    blobs = []
+    for _ in range(8):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(buf, format="JPEG")
+        blobs.append(buf.getvalue())
+    path = tmp_path / "agedb_30.bin"
+    path.write_bytes(pickle.dumps((blobs, [True, False, True, False]), protocol=4))
+    one = load_bin_pairs(str(path), 16, threads=1)
+    four = load_bin_pairs(str(path), 16, cache_dir=str(tmp_path / "cache"), threads=4)
+    np.testing.assert_array_equal(one.images, four.images)
+    assert len(list((tmp_path / "cache").glob("bin-*.npz"))) == 1
+
+    def no_unpickling(*a, **k):
+        raise AssertionError("the cached .bin was unpickled again")
+    monkeypatch.setattr(pairs_mod, "_BinUnpickler", no_unpickling)
+    cached = load_bin_pairs(str(path), 16, cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_array_equal(cached.images, one.images)
+    assert cached.issame.tolist() == [True, False, True, False]
+    monkeypatch.undo()
+    path.write_bytes(pickle.dumps((blobs[:4], [False, True]), protocol=4))  # another file: another key
+    assert load_bin_pairs(str(path), 16, cache_dir=str(tmp_path / "cache")).issame.tolist() == [False, True]

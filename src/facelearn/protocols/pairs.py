@@ -12,11 +12,14 @@ both classes like View 2's. A ``.bin`` file follows insightface: 10 contiguous b
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -227,28 +230,68 @@ class _BinUnpickler(pickle.Unpickler):
                                      "same/different flags)")
 
 
-def load_bin_pairs(path: str, image_size: int, name: str | None = None) -> PairSet:
-    """An insightface verification ``.bin``: a pickle of ``(bins, issame_list)``, ``bins`` the encoded images of
-    consecutive pairs. Read with a restricted unpickler (``_BinUnpickler``): a file that needs anything else,
-    e.g. code to run, is refused with an error naming it."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"benchmark .bin not found: {path}")
-    with open(path, "rb") as fh:
+def _bin_cache_file(path: str, image_size: int, cache_dir: str | None) -> Path | None:
+    """The decoded-array cache of a ``.bin`` at ``image_size``: keyed by the file's path, size and mtime."""
+    if cache_dir is None:
+        return None
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{image_size}|bin-v1".encode())
+    return Path(cache_dir) / f"bin-{key.hexdigest()[:20]}.npz"
+
+
+def _decode_bin(path: str, bins: list, crop: FaceCrop, threads: int) -> np.ndarray:
+    images = np.empty((len(bins), 3, crop.image_size, crop.image_size), dtype=np.uint8)
+
+    def work(i: int) -> None:  # Pillow releases the GIL while decoding: threads scale
         try:
-            bins, issame = _BinUnpickler(fh, encoding="bytes").load()
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-            raise ValueError(f"{path}: not an insightface .bin (pickled (bins, issame_list)): {e}") from e
-    if len(bins) != 2 * len(issame):
-        raise ValueError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
-    crop = FaceCrop(image_size)
-    images = np.empty((len(bins), 3, image_size, image_size), dtype=np.uint8)
-    for i, b in enumerate(bins):
-        try:
-            with Image.open(io.BytesIO(bytes(b))) as im:
+            with Image.open(io.BytesIO(bytes(bins[i]))) as im:
                 im.load()
                 images[i] = crop_resize(im.convert("RGB"), crop)
-        except OSError as e:
+        except (OSError, ValueError, SyntaxError) as e:
             raise ValueError(f"{path}: image {i} (pair {i // 2}) cannot be decoded: {e}") from e
+
+    with ThreadPoolExecutor(threads) as ex:
+        for _ in ex.map(work, range(len(bins))):
+            pass
+    return images
+
+
+def load_bin_pairs(path: str, image_size: int, name: str | None = None, cache_dir: str | None = None,
+                   threads: int | None = None) -> PairSet:
+    """An insightface verification ``.bin``: a pickle of ``(bins, issame_list)``, ``bins`` the encoded images of
+    consecutive pairs. Read with a restricted unpickler (``_BinUnpickler``): a file that needs anything else,
+    e.g. code to run, is refused with an error naming it. Decoded with a thread pool (the run's decode threads)
+    and cached under ``cache_dir`` like the other benchmarks (agedb_30 is decoded once, not on every run)."""
+    from facelearn.runtime.threads import decode_threads
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"benchmark .bin not found: {path}")
+    cache_file = _bin_cache_file(path, image_size, cache_dir)
+    images = issame = None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                images, issame = z["images"], z["issame"]
+            if images.shape[1:] != (3, image_size, image_size) or len(images) != 2 * len(issame):
+                raise ValueError(f"holds {images.shape}")
+            log.info("%s: %d decoded images from cache %s", path, len(images), cache_file)
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("decoded .bin cache %s is unreadable (%s): decoding %s again", cache_file, e, path)
+            images = issame = None
+    if images is None:
+        with open(path, "rb") as fh:
+            try:
+                bins, issame_list = _BinUnpickler(fh, encoding="bytes").load()
+            except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+                raise ValueError(f"{path}: not an insightface .bin (pickled (bins, issame_list)): {e}") from e
+        if len(bins) != 2 * len(issame_list):
+            raise ValueError(f"{path}: {len(bins)} images for {len(issame_list)} pairs (expected 2 per pair)")
+        images = _decode_bin(path, bins, FaceCrop(image_size), threads or decode_threads())
+        issame = np.asarray(issame_list, dtype=bool)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, images=images, issame=issame)
+            os.replace(tmp, cache_file)  # atomic: a concurrent rank never reads half a file
     n = len(issame)
     pairs = np.arange(2 * n, dtype=np.int64).reshape(n, 2)
     return PairSet(name or os.path.splitext(os.path.basename(path))[0], images, pairs,
@@ -266,7 +309,7 @@ class BinPairs(Protocol):
         return None
 
     def load(self, image_size: int, cache_dir: str | None = None) -> PairSet:
-        return load_bin_pairs(self.path, image_size, self.name)
+        return load_bin_pairs(self.path, image_size, self.name, cache_dir)
 
 
 #: the verification sets insightface ships beside its training .rec files (faces_emore, ms1m-retinaface-t1,
