@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from facelearn.data.datamodule import FaceDataModule
 from facelearn.data.images import FaceCrop, decode_image, decode_images
 from facelearn.protocols.pairs import BinPairs, LFWPairs, SyntheticPairs, parse_pairs_file
@@ -262,3 +263,30 @@ def test_batch_augment_and_normalize():
     assert torch.equal(same, normalize(x))
     cropped = BatchAugment(flip_prob=0.0, crop_padding=2)(x)
     assert cropped.shape == (2, 3, 4, 4)
+
+
+def test_jpeg_fast_path_gives_pillows_pixels(tmp_path):
+    """open_rgb decodes JPEGs with simplejpeg: the same pixels as Pillow for RGB, grayscale and progressive files
+    (and LFW's and CFP's own when ../shared is there); CMYK and non-JPEG files go to Pillow; a truncated JPEG is
+    still an error naming the file."""
+    import glob
+
+    from facelearn.data import images as images_mod
+    from facelearn.data.images import open_rgb
+    assert images_mod._simplejpeg is not None
+    rng = np.random.default_rng(0)
+    files = []
+    for name, mode, kw in (("rgb", "RGB", {}), ("gray", "L", {}), ("prog", "RGB", {"progressive": True}),
+                           ("cmyk", "CMYK", {})):
+        shape = (37, 29) if mode == "L" else (37, 29, len(mode))
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(tmp_path / f"{name}.jpg", **kw)
+        files.append(tmp_path / f"{name}.jpg")
+    files += sorted(glob.glob(str(ROOT.parent / "shared" / "data" / "lfw" / "lfw-deepfunneled" / "A*" / "*.jpg")))[:40]
+    for f in files:
+        with Image.open(f) as im:
+            assert np.array_equal(np.asarray(open_rgb(f)), np.asarray(im.convert("RGB"))), f
+    assert images_mod._jpeg_fast(tmp_path / "cmyk.jpg") is None  # Pillow's CMYK conversion decides
+    data = (tmp_path / "rgb.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot decode image .*cut.jpg"):
+        open_rgb(tmp_path / "cut.jpg")
