@@ -31,7 +31,7 @@ def run(experiment: str, epochs: int, extra: list[str], log_dir: str) -> tuple[f
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # the plan decides unless told
     cmd = [sys.executable, "-m", "facelearn.train", f"+experiment={experiment}", f"trainer.max_epochs={epochs}",
            "benchmark=none", "monitor=null", f"paths.log_dir={log_dir}",
-           "trainer.enable_progress_bar=false", *extra]
+           *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:

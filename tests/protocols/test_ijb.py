@@ -249,3 +249,35 @@ def test_ida_tau_sweep_runs_on_a_template_benchmark_and_reports(tmp_path):
     assert report.returncode == 0, report.stderr[-3000:]
     for tau in ("0.25", "0.5", "1", "2", "4", "8"):
         assert f"ida.ida_r.tau={tau}" in report.stdout, report.stdout
+
+
+CFP = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "cfp"
+SFACE_MODELS = CFP.parents[1] / "models"
+
+
+@pytest.mark.skipif(not (CFP / "Data" / "Images").is_dir()
+                    or not (SFACE_MODELS / "face_detection_yunet_2023mar_int8bq.onnx").is_file(),
+                    reason="../shared (CFP and the models) absent")
+def test_a_template_set_built_from_cfp_runs_with_sface_as_typed(tmp_path):
+    """Real faces through the whole template path: experiments/cfp_templates/build_ijb.py on 6 CFP people (84
+    images, YuNet landmarks), then `facelearn.evaluate backbone=sface benchmark=ijbc ...` from another directory.
+    The pretrained model separates these few people's templates (experiments/results/cfp_templates has all 500)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    script = __import__("pathlib").Path(__file__).resolve().parents[2] / "experiments" / "cfp_templates" / "build_ijb.py"
+    env = {**os.environ, "FACELEARN_MODELS": str(SFACE_MODELS), "FACELEARN_CACHE": str(tmp_path / "cache")}
+    built = subprocess.run([sys.executable, str(script), str(CFP), str(tmp_path / "CFP_IJB"), "--people", "6"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    summary = json.loads((tmp_path / "CFP_IJB" / "summary.json").read_text())
+    assert summary["templates"] == 18 and summary["pairs"] == 153 and summary["genuine_pairs"] == 18
+    proc = subprocess.run([sys.executable, "-m", "facelearn.evaluate", "backbone=sface", "benchmark=ijbc",
+                           f"benchmark.ijbc.root={tmp_path / 'CFP_IJB'}", "benchmark.ijbc.name=cfp_templates",
+                           f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| cfp_templates | G1" in proc.stdout.replace("  ", " ").replace("  ", " ") or "cfp_templates" in proc.stdout
+    m = json.loads(next((tmp_path / "logs").rglob("evaluation.json")).read_text())["metrics"]["cfp_templates"]
+    assert m["auc"] > 0.99 and m["rank1"] >= 5 / 6  # 12 probe templates against 3 + 3 enrolled people
