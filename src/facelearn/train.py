@@ -45,8 +45,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     _quiet()
     resumed = validate_train_config(cfg)
-    log.info(apply_plan(plan_threads(local_ranks_of(cfg.trainer), int(cfg.data.get("num_workers") or 0),
-                                     cfg.get("threads"))).describe())
+    # DataLoader workers take cores only when they decode (data.stream); over in-memory images they just index
+    decoding_workers = int(cfg.data.get("num_workers") or 0) if cfg.data.get("stream") else 0
+    log.info(apply_plan(plan_threads(local_ranks_of(cfg.trainer), decoding_workers, cfg.get("threads"))).describe())
     compiler = instantiate(cfg.compile) if cfg.get("compile") else None  # its options checked before any data
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _recursive_=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facelearn.data.images import FaceCrop, decode_image, face_matrices
+from facelearn.data.images import BadImagePolicy, FaceCrop, decode_image, face_matrices
 from facelearn.data.splits import check_disjoint, exclude_identities
 from facelearn.data.transforms import BatchAugment
 from facelearn.protocols.base import BenchmarkSet, Protocol, expand_protocols, load_protocols
@@ -52,16 +52,21 @@ class DecodedOnDemand:
     """Images decoded when indexed (``images[idx]`` -> uint8 tensor (len(idx), 3, S, S)), from files or RecordIO
     samples: what a streaming dataset holds instead of a decoded array. Memory: the paths only."""
 
-    def __init__(self, paths: list[str], crop: FaceCrop, matrices: np.ndarray | None = None) -> None:
-        self.paths, self.crop, self.matrices = list(paths), crop, matrices
+    def __init__(self, paths: list[str], crop: FaceCrop, matrices: np.ndarray | None = None,
+                 bad_images: BadImagePolicy | None = None) -> None:
+        self.paths, self.crop, self.matrices, self.bad_images = list(paths), crop, matrices, bad_images
+
+    def _one(self, i: int) -> np.ndarray:
+        return decode_image(self.paths[i], self.crop, None, None if self.matrices is None else self.matrices[i])
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, idx) -> torch.Tensor:
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
-        return torch.from_numpy(np.stack([decode_image(self.paths[i], self.crop, None,
-                                                       None if self.matrices is None else self.matrices[i])
+        if self.bad_images is None:
+            return torch.from_numpy(np.stack([self._one(int(i)) for i in idx]))
+        return torch.from_numpy(np.stack([self.bad_images.decode(int(i), self._one, self.paths[int(i)])
                                           for i in idx]))
 
 
@@ -71,8 +76,8 @@ class StreamingFaceDataset(FaceImageDataset):
     the decoded pixels are the same as the cached path's, so a run gives the same numbers."""
 
     def __init__(self, paths: list[str], crop: FaceCrop, labels: np.ndarray, class_names: list[str],
-                 matrices: np.ndarray | None = None) -> None:
-        self.images = DecodedOnDemand(paths, crop, matrices)
+                 matrices: np.ndarray | None = None, bad_images: BadImagePolicy | None = None) -> None:
+        self.images = DecodedOnDemand(paths, crop, matrices, bad_images)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.class_names = class_names
 
@@ -110,13 +115,18 @@ class FaceDataModule(pl.LightningDataModule):
         sampler: optional ``partial`` building a batch sampler from ``(labels, batch_size, seed)``; default shuffles.
         stream: decode training images in the DataLoader workers as batches are drawn (``data.num_workers``),
             instead of once into an in-memory array (the decoded cache): for sets larger than memory.
+        on_bad_image / max_bad_images: ``error`` stops at a training image that cannot be decoded; ``skip``
+            replaces it by another image of its identity, logged, up to ``max_bad_images`` (``BadImagePolicy``).
     """
 
     def __init__(self, train: Any, split: Any, benchmarks: dict[str, Any] | None = None, image_size: int = 112,
                  batch_size: int = 128, num_workers: int = 0, cache_dir: str | None = None,
                  exclude_benchmark_identities: bool = True, augment: BatchAugment | None = None,
-                 sampler: Any = None, seed: int = 0, stream: bool = False) -> None:
+                 sampler: Any = None, seed: int = 0, stream: bool = False,
+                 on_bad_image: Literal["error", "skip"] = "error", max_bad_images: int = 100) -> None:
         super().__init__()
+        BadImagePolicy(on_bad_image, np.zeros(0), max_bad_images)  # its options checked before any data
+        self.on_bad_image, self.max_bad_images = on_bad_image, max_bad_images
         self.train_source, self.split = train, split
         # config entries -> the sets they stand for (a BinFolder: one per .bin file), by their reported names
         self.benchmark_specs: dict[str, Protocol] = expand_protocols(benchmarks or {})
@@ -177,17 +187,19 @@ class FaceDataModule(pl.LightningDataModule):
             check_disjoint(records.identity_set, ids, name)
         crop = FaceCrop(self.image_size, records.meta.get("center_crop"))
         class_names, labels = np.unique(records.identities.astype(str), return_inverse=True)
+        bad_images = BadImagePolicy(self.on_bad_image, labels, self.max_bad_images)
         if self.stream and records.paths is not None:
             alignment, matrices = records.meta.get("alignment"), None
             if alignment is not None:  # landmarks once, up front (cached); the warps run in the workers
                 matrices = face_matrices(records.paths, crop, self.cache_dir, alignment,
                                          what=f"training images of {records.source}")
                 crop = FaceCrop(self.image_size)
-            self.train_dataset = StreamingFaceDataset(records.paths, crop, labels, class_names.tolist(), matrices)
+            self.train_dataset = StreamingFaceDataset(records.paths, crop, labels, class_names.tolist(), matrices,
+                                                      bad_images)
         else:
             if self.stream:
                 log.warning("data.stream: %s renders its images in memory; nothing to stream", records.source)
-            images = records.decode(crop, self.cache_dir)
+            images = records.decode(crop, self.cache_dir, bad_images)
             self.train_dataset = FaceImageDataset(images, labels, class_names.tolist())
         self.split_stats = dict(getattr(self.split, "stats", {}))
         log.info("training data: %d images of %d identities at %dpx", len(labels), len(class_names), self.image_size)

@@ -15,9 +15,11 @@ import hashlib
 import io
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -153,12 +155,67 @@ def _cache_key(paths: list[str], crop: FaceCrop | None, boxes: np.ndarray | None
     return h.hexdigest()[:20]
 
 
+class BadImagePolicy:
+    """``data.on_bad_image``: what a training image that cannot be decoded does. ``error`` (the default) stops the
+    run naming it. ``skip`` replaces it by the next decodable image of the same identity (cyclically in record order,
+    so the same on every run, rank and worker), logs each replacement with a running count, and stops the run once
+    more than ``limit`` images were replaced in one process. A missing file stays an error (a wrong path, not a
+    damaged image); ``python -m facelearn.pack --verify`` lists a ``.rec``'s bad records before training."""
+
+    def __init__(self, mode: str, labels: np.ndarray, limit: int = 100) -> None:
+        if mode not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_image must be error or skip, got {mode!r}")
+        if int(limit) < 0:
+            raise ValueError(f"data.max_bad_images must be >= 0, got {limit}")
+        self.mode, self.limit, self.labels = mode, int(limit), np.asarray(labels)
+        self.replaced = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # DataLoader workers: each counts its own replacements
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def candidates(self, i: int) -> list[int]:
+        same = np.flatnonzero(self.labels == self.labels[i])
+        k = int(np.searchsorted(same, i))
+        return [int(j) for j in np.r_[same[k + 1:], same[:k]]]
+
+    def decode(self, i: int, decode: Callable[[int], np.ndarray], name: str) -> np.ndarray:
+        """``decode(i)``, or under ``skip`` the replacement's pixels when image ``i`` cannot be decoded."""
+        try:
+            return decode(i)
+        except ValueError as e:
+            if self.mode == "error":
+                raise ValueError(f"{e} (data.on_bad_image=skip replaces such images by another of the same "
+                                 "identity)") from e
+            error = e
+        for j in self.candidates(i):
+            try:
+                image = decode(j)
+            except ValueError:
+                continue
+            with self._lock:
+                self.replaced += 1
+                count = self.replaced
+            log.warning("data.on_bad_image=skip: %s (image %d) replaced by image %d of the same identity: %s "
+                        "[%d replaced so far in this process]", name, i, j, error, count)
+            if count > self.limit:
+                raise ValueError(f"more than data.max_bad_images={self.limit} training images could not be decoded "
+                                 f"(the last: {name}): check the data (facelearn.pack --verify)")
+            return image
+        raise ValueError(f"{error}; no other image of its identity decodes either (data.on_bad_image=skip)")
+
+
 def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None = None,
                   num_threads: int | None = None, boxes: np.ndarray | None = None,
-                  matrices: np.ndarray | None = None) -> np.ndarray:
+                  matrices: np.ndarray | None = None, bad_images: BadImagePolicy | None = None) -> np.ndarray:
     """Decode many images to one uint8 (N, 3, S, S) array, through an on-disk ``.npy`` cache when given.
     ``boxes`` (N, 4): a crop box per image instead of ``crop.center_crop``; ``matrices`` (N, 2, 3): a five-point
-    alignment per image (see ``decode_image``)."""
+    alignment per image (see ``decode_image``); ``bad_images``: what an undecodable image does (default: an error
+    naming it)."""
     if boxes is not None and np.shape(boxes) != (len(paths), 4):
         raise ValueError(f"boxes must be ({len(paths)}, 4), got {np.shape(boxes)}")
     if matrices is not None and np.shape(matrices) != (len(paths), 2, 3):
@@ -168,7 +225,9 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
             raise FileNotFoundError(f"image file not found: {f}")
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes, matrices)}.npy"
+        # a run that may replace bad images keeps its own cache: an on_bad_image=error run must still see them
+        skip = "-skip" if bad_images is not None and bad_images.mode == "skip" else ""
+        cache_file = Path(cache_dir) / f"faces-{_cache_key(paths, crop, boxes, matrices)}{skip}.npy"
         if cache_file.is_file():
             try:
                 arr = np.load(cache_file, mmap_mode="r", allow_pickle=False)
@@ -186,9 +245,12 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
     # Pillow releases the GIL while decoding, so threads give a near-linear speedup without pickling arrays.
     threads = num_threads or decode_threads()  # the run's plan (facelearn.runtime.threads)
 
+    def one(i: int) -> np.ndarray:
+        return decode_image(paths[i], crop, None if boxes is None else tuple(boxes[i]),
+                            None if matrices is None else matrices[i])
+
     def work(i: int) -> None:
-        out[i] = decode_image(paths[i], crop, None if boxes is None else tuple(boxes[i]),
-                              None if matrices is None else matrices[i])
+        out[i] = one(i) if bad_images is None else bad_images.decode(i, one, paths[i])
 
     with ThreadPoolExecutor(threads) as ex:
         for _ in ex.map(work, range(len(paths))):
@@ -203,14 +265,15 @@ def decode_images(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike
 
 
 def decode_faces(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None = None,
-                 alignment=None, boxes: np.ndarray | None = None, what: str = "images") -> np.ndarray:
+                 alignment=None, boxes: np.ndarray | None = None, what: str = "images",
+                 bad_images: BadImagePolicy | None = None) -> np.ndarray:
     """The face crops of ``paths``: five-point aligned when ``alignment`` (a ``FivePointAlignment``) is given,
     else ``crop``'s centre crop or the per-image ``boxes``. With alignment, an image without a detected face takes
     the crop it would have had without alignment (its box, else the centre crop) when the source has one."""
     if alignment is None:
-        return decode_images(paths, crop, cache_dir, boxes=boxes)
+        return decode_images(paths, crop, cache_dir, boxes=boxes, bad_images=bad_images)
     matrices = face_matrices(paths, crop, cache_dir, alignment, boxes, what)
-    return decode_images(paths, FaceCrop(crop.image_size), cache_dir, matrices=matrices)
+    return decode_images(paths, FaceCrop(crop.image_size), cache_dir, matrices=matrices, bad_images=bad_images)
 
 
 def face_matrices(paths: list[str], crop: FaceCrop, cache_dir: str | os.PathLike | None, alignment,

@@ -53,14 +53,14 @@ class FaceRecords:
             images=None if self.images is None else self.images[index],
             source=self.source, meta=dict(self.meta))
 
-    def decode(self, crop: FaceCrop, cache_dir: str | None = None) -> np.ndarray:
+    def decode(self, crop: FaceCrop, cache_dir: str | None = None, bad_images=None) -> np.ndarray:
         """uint8 (N, 3, S, S) images of these records (decoded from files once, through the cache)."""
         if self.images is not None:
             if self.images.shape[-1] != crop.image_size:
                 raise ValueError(f"{self.source}: rendered at {self.images.shape[-1]}px, expected {crop.image_size}")
             return self.images
         return decode_faces(self.paths, crop, cache_dir, self.meta.get("alignment"),
-                            what=f"training images of {self.source}")
+                            what=f"training images of {self.source}", bad_images=bad_images)
 
 
 def image_files(root: str, what: str) -> list[str]:

@@ -5,8 +5,10 @@ Sized on its own, each part takes every core (torch: one thread per core; the de
 and each DataLoader worker likewise), so two ranks with two workers each on a 2-core machine run 8+ busy threads on
 2 cores; with other load on the machine a run with torch's default threads measured 5x slower than with one thread
 per process. The plan: the cores this process may use (CPU affinity, capped by a cgroup CPU quota), shared among
-the local ranks; each rank gives torch its share less what its DataLoader workers take (they decode and augment on
-their own core each; torch inside a worker runs one thread), never less than one. Decoding before training (the
+the local ranks; each rank gives torch its share less what its decoding DataLoader workers take (with
+``data.stream`` they decode on a core each; over in-memory images they only index, and take none), never less
+than one. Measured on the idle 2-core machine (``benchmarks/threads.py``, ``experiments/results/threads``): 2
+threads 333 images/s vs 1 thread 170 on sst_shallow; 2 DDP ranks x 1 thread 338. Decoding before training (the
 cache build, benchmark images) uses the rank's share. User choices win: ``threads=N`` (the config key) or an
 ``OMP_NUM_THREADS`` set before the run fixes torch's threads; the plan is printed once, naming what decided it.
 """
@@ -69,14 +71,14 @@ class ThreadPlan:
     cores: int  # CPUs this process tree may use
     cores_source: str
     local_ranks: int
-    workers: int  # DataLoader workers per rank
+    workers: int  # decoding DataLoader workers per rank
     torch_threads: int  # intra-op threads per rank
     decode_threads: int  # the decode pool of each rank (cache build, benchmark images)
     torch_source: str
 
     def describe(self) -> str:
         return (f"threads: {self.cores} cores ({self.cores_source}), {self.local_ranks} local rank(s) x "
-                f"{self.workers} DataLoader worker(s): torch {self.torch_threads} thread(s) per rank "
+                f"{self.workers} decoding DataLoader worker(s): torch {self.torch_threads} thread(s) per rank "
                 f"({self.torch_source}), decoding {self.decode_threads} thread(s)")
 
 
