@@ -55,3 +55,19 @@ def test_the_plan_is_printed_and_threads_is_checked(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "facelearn.train", *TINY, "threads=0"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "threads=0: expected an integer >= 1" in bad.stderr
+
+
+def test_a_second_run_in_one_process_plans_afresh(monkeypatch):
+    """apply_plan exports OMP_NUM_THREADS for child processes; the next job of a multirun in the same process must
+    not read it back as the user's choice."""
+    import torch
+
+    from facelearn.runtime import threads
+    monkeypatch.setattr(threads, "_USER_OMP", None)
+    before = torch.get_num_threads()
+    try:
+        threads.apply_plan(threads.plan_threads(threads=1, cores=(2, "t")))
+        assert threads.plan_threads(cores=(2, "t")).torch_threads == 2
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.setenv("OMP_NUM_THREADS", str(before))

@@ -20,6 +20,9 @@ import os
 from dataclasses import dataclass
 
 _PLAN: "ThreadPlan | None" = None
+# The user's OMP_NUM_THREADS as the process started (apply_plan sets the variable for child processes: a second
+# run in this process, e.g. the next job of a multirun, must not take that for the user's choice).
+_USER_OMP = os.environ.get("OMP_NUM_THREADS")
 
 
 def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
@@ -83,7 +86,8 @@ class ThreadPlan:
 
 
 def plan_threads(local_ranks: int = 1, workers: int = 0, threads: int | None = None,
-                 cores: tuple[int, str] | None = None, environ=os.environ) -> ThreadPlan:
+                 cores: tuple[int, str] | None = None, environ: dict | None = None) -> ThreadPlan:
+    environ = {"OMP_NUM_THREADS": _USER_OMP or ""} if environ is None else environ
     n, source = cores or available_cores()
     share = max(1, n // max(1, local_ranks))
     if threads is not None:
