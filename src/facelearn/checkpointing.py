@@ -28,7 +28,8 @@ SIGTERM_EXIT_CODE = 143
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to ``<path>.tmp-<pid>`` in the target directory, fsync, then rename over ``path``."""
+    """Write to ``<path>.tmp-<pid>`` in the target directory, fsync, then rename over ``path``: a save that fails
+    (a full disk, a read-only directory) leaves the previous checkpoint as it was and stops the run saying so."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = str(path)
@@ -44,6 +45,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+        except OSError as e:
+            kept = f"the previous {os.path.basename(path)} is unchanged" if os.path.exists(path) else "nothing saved"
+            raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e} ({kept}; free space or make "
+                                   f"{os.path.dirname(path) or '.'} writable, then resume with ckpt_path=)") from e
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)

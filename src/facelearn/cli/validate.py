@@ -16,7 +16,8 @@ from omegaconf.errors import OmegaConfBaseException
 from facelearn.cli.schema import check_config
 
 #: what a wrong option or input file raises; the CLIs print these as one line (HYDRA_FULL_ERROR=1: the traceback)
-USER_ERRORS = (ValueError, FileNotFoundError, OmegaConfBaseException, InstantiationException)
+# OSError: the machine's part (a full disk, a read-only folder, a missing file): one line, the traceback on request
+USER_ERRORS = (ValueError, OSError, OmegaConfBaseException, InstantiationException)
 
 
 def _drop_empty_run_dir() -> None:
