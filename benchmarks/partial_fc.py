@@ -77,6 +77,9 @@ def _rank(rank: int, world: int, init: str, args: tuple, out: str) -> None:
     result = measure(*args)
     with open(f"{out}.{rank}", "w") as f:
         json.dump(result, f)
+    # both ranks here before either tears gloo down: a rank leaving first can abort the other one's pair threads
+    # ("terminate called without an active exception", seen once under a loaded machine)
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -46,6 +46,7 @@ def worker(rank: int, out: str, cases: list[str], init: str) -> None:
     for case in cases:
         margin, rate = case.split(":")
         run_case(rank, out, margin, float(rate))
+    dist.barrier()  # both ranks done before gloo is torn down (a rank leaving first can abort the other)
     dist.destroy_process_group()
 
 
