@@ -110,7 +110,7 @@ def main() -> None:
     t, rss = np.array([r[0] for r in train]), np.array([r[1] for r in train])
     half = t >= t[0] + (t[-1] - t[0]) / 2
     seconds_per_step = (t[-1] - t[0]) / max(steps, 1)
-    slope = float(np.polyfit(t[half], rss[half], 1)[0]) / seconds_per_step * 1000 if seconds_per_step else float("nan")
+    slope = float(np.polyfit(t[half], rss[half], 1)[0]) * seconds_per_step * 1000  # MiB/s x s/step x 1000
     first, last = train[len(train) // 10], train[-1]
     summary = {"returncode": proc.returncode, "seconds": round(rows[-1][0], 1), "steps": steps,
                "training_samples": len(train),
