@@ -40,11 +40,15 @@ def pack_payload(label: float | list[float], data: bytes, key: int = 0) -> bytes
     return _HEADER.pack(0, float(label), key, 0) + data
 
 
-def unpack_payload(payload: bytes) -> tuple[np.ndarray, bytes]:
-    """(labels as float32 array, the rest of the payload)."""
+def unpack_payload(payload: bytes, what: str = "record") -> tuple[np.ndarray, bytes]:
+    """(labels as float32 array, the rest of the payload); ``what`` names the record in errors."""
+    if len(payload) < _HEADER.size:
+        raise ValueError(f"{what}: {len(payload)} bytes, shorter than its {_HEADER.size}-byte header")
     flag, label, _, _ = _HEADER.unpack_from(payload)
     if flag > 0:
         end = _HEADER.size + 4 * flag
+        if end > len(payload):
+            raise ValueError(f"{what}: its header claims {flag} labels, more than its {len(payload)} bytes hold")
         return np.frombuffer(payload[_HEADER.size:end], dtype=np.float32).copy(), payload[end:]
     return np.array([label], dtype=np.float32), payload[_HEADER.size:]
 
@@ -89,13 +93,17 @@ class RecordIOReader:
         if not idx.is_file():
             raise FileNotFoundError(f"{self.rec_path}: its index {idx} is missing (facelearn.pack writes both)")
         self.offsets: dict[int, int] = {}
-        for n, line in enumerate(idx.read_text(encoding="ascii").splitlines(), 1):
+        try:
+            text = idx.read_text(encoding="ascii")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{idx}: not a RecordIO index (byte {e.start} is not ASCII text)") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split("\t")
             if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip().isdigit():
                 raise ValueError(f"{idx}:{n}: expected 'key<TAB>offset', got {line!r}")
-            self.offsets[int(parts[0])] = int(parts[1])
+            self.offsets[int(parts[0].strip())] = int(parts[1].strip())
         self._fh = None
         self._pid = -1
 
@@ -105,13 +113,27 @@ class RecordIOReader:
         if self._fh is None or self._pid != os.getpid():
             self._fh = os.open(self.rec_path, os.O_RDONLY)
             self._pid = os.getpid()
+            self._size = os.fstat(self._fh).st_size
         return self._fh
 
-    def read(self, key: int) -> bytes:
+    def _pread(self, n: int, offset: int, what: str) -> bytes:
+        """Exactly ``n`` bytes at ``offset``, or an error naming the file (a truncated file, an offset past its
+        end): file sizes and offsets come from the file and are not trusted."""
+        fd = self._fd()
+        size = self._size
+        if offset < 0 or n < 0 or offset + n > size:
+            raise ValueError(f"{self.rec_path}: {what} needs bytes {offset}..{offset + n} of a {size}-byte file "
+                             "(truncated, or .idx does not match the .rec)")
+        return os.pread(fd, n, offset)
+
+    def _offset(self, key: int) -> int:
         if key not in self.offsets:
-            raise KeyError(f"{self.rec_path}: no record with key {key}")
-        fd, offset = self._fd(), self.offsets[key]
-        magic, lrec = struct.unpack("<II", os.pread(fd, 8, offset))
+            raise KeyError(f"{self.rec_path}: no record with key {key} in its .idx")
+        return self.offsets[key]
+
+    def _length(self, key: int) -> int:
+        offset = self._offset(key)
+        magic, lrec = struct.unpack("<II", self._pread(8, offset, f"record {key}"))
         if magic != MAGIC:
             raise ValueError(f"{self.rec_path}: record {key} at byte {offset} has no RecordIO magic "
                              "(.idx does not match the .rec)")
@@ -119,28 +141,45 @@ class RecordIOReader:
         if cflag != 0:
             raise ValueError(f"{self.rec_path}: record {key} is split across records (cflag {cflag}), which face "
                              "datasets do not use; not supported")
-        return os.pread(fd, length, offset + 8)
+        return length
+
+    def read(self, key: int) -> bytes:
+        length = self._length(key)
+        return self._pread(length, self._offset(key) + 8, f"record {key} ({length} bytes)")
 
     def labels(self, key: int) -> np.ndarray:
         """The labels of a record from its header only (no image bytes read)."""
-        fd, offset = self._fd(), self.offsets[key] + 8
-        flag, label, _, _ = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+        length, offset = self._length(key), self._offset(key) + 8
+        if length < _HEADER.size:
+            raise ValueError(f"{self.rec_path}: record {key} has {length} bytes, shorter than its header")
+        flag, label, _, _ = _HEADER.unpack(self._pread(_HEADER.size, offset, f"record {key}'s header"))
         if flag > 0:
-            return np.frombuffer(os.pread(fd, 4 * flag, offset + _HEADER.size), dtype=np.float32).copy()
+            if _HEADER.size + 4 * flag > length:
+                raise ValueError(f"{self.rec_path}: record {key}'s header claims {flag} labels, more than its "
+                                 f"{length} bytes hold")
+            return np.frombuffer(self._pread(4 * flag, offset + _HEADER.size, f"record {key}'s labels"),
+                                 dtype=np.float32).copy()
         return np.array([label], dtype=np.float32)
 
     def image_keys_and_classes(self) -> tuple[np.ndarray, np.ndarray]:
         """Keys of the image records and their class ids (insightface layout, or every record without a header)."""
         head = self.labels(0) if 0 in self.offsets else np.array([0.0])
         if len(head) >= 2 and head[0] >= 1:
+            if not np.isfinite(head[0]) or int(head[0]) - 1 > len(self.offsets):
+                raise ValueError(f"{self.rec_path}: its header record claims {head[0]:.0f} images, but its .idx "
+                                 f"lists {len(self.offsets)} records")
             keys = np.arange(1, int(head[0]), dtype=np.int64)
         else:
             keys = np.array(sorted(self.offsets), dtype=np.int64)
-        classes = np.array([int(self.labels(int(k))[0]) for k in keys], dtype=np.int64)
-        return keys, classes
+        labels = [self.labels(int(k))[0] for k in keys]
+        bad = next((k for k, c in zip(keys, labels) if not (np.isfinite(c) and 0 <= c < 2**31)), None)
+        if bad is not None:
+            raise ValueError(f"{self.rec_path}: record {bad}'s class label is not a class id (a non-negative "
+                             "integer)")
+        return keys, np.array(labels, dtype=np.int64)
 
     def image(self, key: int) -> bytes:
-        return unpack_payload(self.read(key))[1]
+        return unpack_payload(self.read(key), f"{self.rec_path}: record {key}")[1]
 
     def close(self) -> None:
         if getattr(self, "_fh", None) is not None and self._pid == os.getpid():  # also after a failed __init__
@@ -179,7 +218,12 @@ class RecordIOSource:
 
     def names(self) -> list[str] | None:
         f = Path(self.path).with_suffix(".names")
-        return f.read_text(encoding="utf-8").splitlines() if f.is_file() else None
+        if not f.is_file():
+            return None
+        try:
+            return f.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f}: class names must be UTF-8 text (byte {e.start} is not)") from None
 
     def load(self, image_size: int) -> FaceRecords:
         reader = RecordIOReader(self.path, self.idx_path)

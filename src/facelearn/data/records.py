@@ -8,6 +8,7 @@ integer labels, identify people, so train/benchmark identity overlap can be chec
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,17 @@ from facelearn.data.images import FaceCrop, decode_faces
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff")
 
+
+
+@contextmanager
+def open_text(path: str | os.PathLike):
+    """A UTF-8 text file (pairs, list, protocol and meta files); bytes that are not UTF-8 give an error naming the
+    file instead of a bare UnicodeDecodeError from wherever the line was read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            yield fh
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded)") from None
 
 @dataclass
 class FaceRecords:
@@ -130,13 +142,13 @@ class ImageList:
         root_real = os.path.realpath(self.root)
         seen: dict[str, tuple[int, str]] = {}
         kinds: dict[bool, int] = {}  # is-integer label -> first line with such a label
-        with open(self.list_file, encoding="utf-8") as fh:
+        with open_text(self.list_file) as fh:
             for lineno, line in enumerate(fh, 1):
                 text = line.strip()
                 if not text or text.startswith("#"):
                     continue
                 fields = text.split()
-                if len(fields) != 2:
+                if len(fields) != 2 or "\x00" in text:
                     raise ValueError(f"{self.list_file}:{lineno}: expected 'relative/path label', got {text!r}")
                 rel, label = fields
                 where = f"{self.list_file}:{lineno}"

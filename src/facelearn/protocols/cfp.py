@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from facelearn.data.images import FaceCrop, decode_faces
+from facelearn.data.records import open_text
 from facelearn.protocols.base import Protocol
 from facelearn.protocols.pairs import PairSet
 
@@ -43,7 +44,7 @@ def _read_image_list(path: str, root: str) -> list[str]:
                                 f"paths.cfp_root, env FACELEARN_CFP)")
     base, root_real = os.path.dirname(path), os.path.realpath(root)
     out: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -65,7 +66,7 @@ def _read_pairs(path: str, n_first: int, n_second: int) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CFP pair file not found: {path}")
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -113,7 +114,7 @@ def cfp_name_list(root: str) -> list[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"CFP name list not found: {path} (expected the official CFP layout under "
                                 "paths.cfp_root, env FACELEARN_CFP)")
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         names = [line.strip() for line in fh if line.strip()]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: duplicate names")

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facelearn.data.records import open_text
 from facelearn.eval.verification import roc_auc, roc_points, tar_at_fars
 from facelearn.protocols.base import BenchmarkSet, Protocol
 
@@ -71,7 +72,7 @@ def _rows(path: str, columns: int, what: str) -> list[list[str]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"IJB {what} file {path} does not exist")
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for n, line in enumerate(fh, 1):
             parts = line.split()
             if not parts:
@@ -86,8 +87,8 @@ def _rows(path: str, columns: int, what: str) -> list[list[str]]:
 
 def _numbers(rows: list[list[str]], cols: slice, path: str, kind: type) -> np.ndarray:
     try:
-        return np.array([[kind(v) for v in r[cols]] for r in rows])
-    except ValueError as e:
+        return np.array([[kind(v) for v in r[cols]] for r in rows], dtype=np.int64 if kind is int else np.float64)
+    except (ValueError, OverflowError) as e:
         what = "integer" if kind is int else "number"
         raise ValueError(f"{path}: a column of {what}s holds something else ({e})") from None
 
@@ -155,7 +156,7 @@ class IJBSearch:
 
 def _template_subjects(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(template ids, subject ids) of a 1:N CSV (header, then TEMPLATE_ID,SUBJECT_ID,... per image)."""
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         lines = [ln.strip() for ln in fh if ln.strip()]
     if len(lines) < 2:
         raise ValueError(f"{path}: expected a header and one line per image (TEMPLATE_ID,SUBJECT_ID,...)")
@@ -164,6 +165,8 @@ def _template_subjects(path: str) -> tuple[np.ndarray, np.ndarray]:
         parts = line.split(",")
         try:
             rows.append((int(parts[0]), int(parts[1])))
+            if not all(0 <= v < 2**63 for v in rows[-1]):
+                raise ValueError
         except (ValueError, IndexError):
             raise ValueError(f"{path}:{n}: expected an integer template id and subject id first, got "
                              f"{line[:60]!r}") from None

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from facelearn.data.images import FaceCrop, crop_resize, decode_faces
+from facelearn.data.records import open_text
 from facelearn.data.splits import identity_key
 from facelearn.data.synthetic import SyntheticFaces
 from facelearn.eval.verification import roc_points, verification_metrics
@@ -92,7 +93,7 @@ def parse_pairs_file(path: str) -> tuple[list[tuple[str, int, str, int]], np.nda
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pairs file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         lines = [(n, line.split()) for n, line in enumerate(fh, 1) if line.strip()]
     if not lines:
         raise ValueError(f"{path}: empty pairs file (expected a header line '10 300' or 'N')")
@@ -163,7 +164,7 @@ class LFWPairs(Protocol):
     def read_pairs(self) -> tuple[list[tuple[str, int, str, int]], np.ndarray, np.ndarray, list[int]]:
         """The pairs (without those of ``exclude_people``), same flags, folds and the pairs file's line numbers."""
         pairs, issame, folds = parse_pairs_file(self.pairs_file)
-        with open(self.pairs_file, encoding="utf-8") as fh:
+        with open_text(self.pairs_file) as fh:
             linenos = [n for n, line in enumerate(fh, 1) if line.strip()][1:]
         if not self._excluded:
             return pairs, issame, folds, linenos
@@ -206,7 +207,7 @@ def read_names(path: str, option: str) -> set[str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{option}: {path} does not exist (a file of person names, one per line, e.g. a "
                                 "training run's train_identities.txt)")
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         names = {line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")}
     if not names:
         raise ValueError(f"{option}: {path} holds no names")
@@ -283,8 +284,18 @@ def load_bin_pairs(path: str, image_size: int, name: str | None = None, cache_di
                 bins, issame_list = _BinUnpickler(fh, encoding="bytes").load()
             except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
                 raise ValueError(f"{path}: not an insightface .bin (pickled (bins, issame_list)): {e}") from e
-        if len(bins) != 2 * len(issame_list):
-            raise ValueError(f"{path}: {len(bins)} images for {len(issame_list)} pairs (expected 2 per pair)")
+        if not isinstance(bins, (list, tuple)) or not isinstance(issame_list, (list, tuple, np.ndarray)):
+            raise ValueError(f"{path}: expected (a list of encoded images, a list of same/different flags), got "
+                             f"({type(bins).__name__}, {type(issame_list).__name__})")
+        odd = next((i for i, b in enumerate(bins) if not isinstance(b, (bytes, bytearray, np.ndarray))), None)
+        if odd is not None:
+            raise ValueError(f"{path}: image {odd} is a {type(bins[odd]).__name__}, not encoded image bytes")
+        flags = list(issame_list)
+        if not all(isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1))
+                   for v in flags):
+            raise ValueError(f"{path}: the same/different flags must be booleans (or 0/1)")
+        if len(bins) != 2 * len(flags):
+            raise ValueError(f"{path}: {len(bins)} images for {len(flags)} pairs (expected 2 per pair)")
         images = _decode_bin(path, bins, FaceCrop(image_size), threads or decode_threads())
         issame = np.asarray(issame_list, dtype=bool)
         if cache_file is not None:
