@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
     from facelearn.loggers import finish_loggers, flat_config
 
+    from facelearn.runtime.distributed import shutdown_process_group
     from facelearn.runtime.threads import apply_plan, local_ranks_of, plan_threads
 
     _quiet()
@@ -92,6 +93,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     bench = next((c for c in callbacks if isinstance(c, BenchmarkCallback)), None)
     if bench is not None:
         metrics.update(bench.flatten(bench.last_results))
+    shutdown_process_group()  # DDP ranks leave together (a rank exiting alone can abort its peer's gloo threads)
     return metrics
 
 

@@ -15,6 +15,7 @@ from facelearn.methods.conventional import ConventionalModule
 from facelearn.nn.backbones import SmallFaceNet
 from facelearn.nn.heads import NormFace
 from facelearn.nn.pair_losses import MarginLoss
+from facelearn.runtime.distributed import shutdown_process_group
 
 
 class ListCheck(pl.Callback):
@@ -48,6 +49,7 @@ def main(out):
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          use_distributed_sampler=False, callbacks=[dm_cb, ResumeStateCallback(), ListCheck(out, dm_cb)])
     trainer.fit(module, datamodule=dm)
+    shutdown_process_group()  # both ranks tear gloo down together (facelearn.runtime.distributed)
 
 
 if __name__ == "__main__":

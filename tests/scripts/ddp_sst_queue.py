@@ -13,6 +13,7 @@ from facelearn.data.synthetic import SyntheticFaces
 from facelearn.methods.sst import SSTModule
 from facelearn.nn.backbones import SmallFaceNet
 from facelearn.nn.heads import CosFace
+from facelearn.runtime.distributed import shutdown_process_group
 
 
 class QueueCheck(pl.Callback):
@@ -45,6 +46,7 @@ def main(out: str) -> None:
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          use_distributed_sampler=False, callbacks=[QueueCheck(out)])
     trainer.fit(module, datamodule=dm)
+    shutdown_process_group()  # both ranks tear gloo down together (facelearn.runtime.distributed)
 
 
 if __name__ == "__main__":
