@@ -55,3 +55,14 @@ def test_sst_trains_compiled_and_the_checkpoint_evaluates_eagerly(tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert state and not any("_orig_mod" in k for k in state)
     run_cli([f"ckpt_path={ckpt}"], tmp_path, module="facelearn.evaluate")
+
+
+@pytest.mark.slow
+def test_partial_fc_with_a_compiled_head_on_two_gloo_ranks(tmp_path):
+    """compile.modules=[backbone,head] with Partial FC's distributed classifier (Inductor, 2 DDP ranks on gloo):
+    the run finishes and its checkpoint keeps eager names (about a minute: two ranks compile)."""
+    run_cli(["+experiment=conventional_shallow", *TINY, "classifier=partial_fc", "classifier.sample_rate=0.5",
+             "compile=backbone", "compile.modules=[backbone,head]", "trainer=ddp", "trainer.max_epochs=2"],
+            tmp_path, timeout=600, env={"OMP_NUM_THREADS": "1"})
+    state = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert not any("_orig_mod" in k for k in state["state_dict"])
