@@ -49,35 +49,40 @@ except ImportError:  # pragma: no cover - an optional speed-up; Pillow decodes t
     _simplejpeg = None
 
 
-def _jpeg_fast(path: str | os.PathLike) -> Image.Image | None:
+def _jpeg_fast(data: bytes) -> Image.Image | None:
     """A baseline/progressive RGB or grayscale JPEG decoded by simplejpeg; None for anything else (Pillow then)."""
-    f = _image_file(path)
-    if isinstance(f, io.BytesIO):
-        data = f.getvalue()
-    else:
-        with open(f, "rb") as fh:
-            data = fh.read()
-    if data[:2] != b"\xff\xd8":
+    if _simplejpeg is None or data[:2] != b"\xff\xd8":
         return None
     try:
         if _simplejpeg.decode_jpeg_header(data)[2] not in ("Gray", "YCbCr", "RGB"):
             return None  # CMYK / YCCK: its own colour conversion differs from Pillow's
         return Image.fromarray(_simplejpeg.decode_jpeg(data, colorspace="RGB"))
-    except ValueError:  # CMYK, corrupt, ...: Pillow decides (and names the file if it cannot either)
+    except ValueError:  # corrupt, ...: Pillow decides (and names the file if it cannot either)
         return None
 
 
+def rgb_from_bytes(data: bytes) -> Image.Image:
+    """Encoded image bytes (a file's, a RecordIO sample's, a ``.bin`` entry's) as an RGB Pillow image: simplejpeg
+    for RGB / grayscale JPEGs, Pillow for the rest; raises Pillow's errors when neither can decode them."""
+    fast = _jpeg_fast(data)
+    if fast is not None:
+        return fast
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()  # forces full decode so a truncated file fails here, not later
+        return im.convert("RGB")
+
+
 def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """The image file (or ``rec://`` sample) as an RGB Pillow image; a clear error names the file when it cannot
-    be read."""
+    """The image file (or ``rec://`` sample) as an RGB Pillow image, its bytes read once; a clear error names the
+    file when it cannot be read."""
     try:
-        if _simplejpeg is not None:
-            fast = _jpeg_fast(path)
-            if fast is not None:
-                return fast
-        with Image.open(_image_file(path)) as im:
-            im.load()  # forces full decode so a truncated file fails here, not later
-            return im.convert("RGB")
+        f = _image_file(path)
+        if isinstance(f, io.BytesIO):
+            data = f.getvalue()
+        else:
+            with open(f, "rb") as fh:
+                data = fh.read()
+        return rgb_from_bytes(data)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -13,7 +13,6 @@ both classes like View 2's. A ``.bin`` file follows insightface: 10 contiguous b
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -23,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from facelearn.data.images import FaceCrop, crop_resize, decode_faces
+from facelearn.data.images import FaceCrop, crop_resize, decode_faces, rgb_from_bytes
 from facelearn.data.records import open_text
 from facelearn.data.splits import identity_key
 from facelearn.data.synthetic import SyntheticFaces
@@ -243,11 +241,9 @@ def _bin_cache_file(path: str, image_size: int, cache_dir: str | None) -> Path |
 def _decode_bin(path: str, bins: list, crop: FaceCrop, threads: int) -> np.ndarray:
     images = np.empty((len(bins), 3, crop.image_size, crop.image_size), dtype=np.uint8)
 
-    def work(i: int) -> None:  # Pillow releases the GIL while decoding: threads scale
+    def work(i: int) -> None:  # the decoders release the GIL: threads scale
         try:
-            with Image.open(io.BytesIO(bytes(bins[i]))) as im:
-                im.load()
-                images[i] = crop_resize(im.convert("RGB"), crop)
+            images[i] = crop_resize(rgb_from_bytes(bytes(bins[i])), crop)
         except (OSError, ValueError, SyntaxError) as e:
             raise ValueError(f"{path}: image {i} (pair {i // 2}) cannot be decoded: {e}") from e
 
