@@ -131,9 +131,9 @@ class RecordIOReader:
             raise KeyError(f"{self.rec_path}: no record with key {key} in its .idx")
         return self.offsets[key]
 
-    def _length(self, key: int) -> int:
-        offset = self._offset(key)
-        magic, lrec = struct.unpack("<II", self._pread(8, offset, f"record {key}"))
+    def _length(self, key: int, offset: int, head: bytes) -> int:
+        """The payload length from a record's 8-byte RecordIO header ``head`` (magic and flags checked)."""
+        magic, lrec = struct.unpack("<II", head)
         if magic != MAGIC:
             raise ValueError(f"{self.rec_path}: record {key} at byte {offset} has no RecordIO magic "
                              "(.idx does not match the .rec)")
@@ -144,15 +144,18 @@ class RecordIOReader:
         return length
 
     def read(self, key: int) -> bytes:
-        length = self._length(key)
-        return self._pread(length, self._offset(key) + 8, f"record {key} ({length} bytes)")
+        offset = self._offset(key)
+        length = self._length(key, offset, self._pread(8, offset, f"record {key}"))
+        return self._pread(length, offset + 8, f"record {key} ({length} bytes)")
 
     def labels(self, key: int) -> np.ndarray:
-        """The labels of a record from its header only (no image bytes read)."""
-        length, offset = self._length(key), self._offset(key) + 8
+        """The labels of a record from its headers only (one read of both; no image bytes read)."""
+        start = self._offset(key)
+        head = self._pread(8 + _HEADER.size, start, f"record {key}'s header")
+        length, offset = self._length(key, start, head[:8]), start + 8
         if length < _HEADER.size:
             raise ValueError(f"{self.rec_path}: record {key} has {length} bytes, shorter than its header")
-        flag, label, _, _ = _HEADER.unpack(self._pread(_HEADER.size, offset, f"record {key}'s header"))
+        flag, label, _, _ = _HEADER.unpack(head[8:])
         if flag > 0:
             if _HEADER.size + 4 * flag > length:
                 raise ValueError(f"{self.rec_path}: record {key}'s header claims {flag} labels, more than its "
@@ -299,10 +302,11 @@ def verify_rec(path: str | os.PathLike, workers: int | None = None,
         del reader.offsets[k]
     try:
         keys, classes = reader.image_keys_and_classes()
-    except (ValueError, KeyError, struct.error) as e:
+    except (ValueError, KeyError) as e:
         raise ValueError(f"{path}: its header record cannot be read ({e}): not a RecordIO face dataset") from e
+    names = RecordIOSource(reader.rec_path).names()
+    n_names = None if names is None else len(names)
     names_file = Path(reader.rec_path).with_suffix(".names")
-    n_names = len(names_file.read_text(encoding="utf-8").splitlines()) if names_file.is_file() else None
     rec = os.path.abspath(reader.rec_path)
     _READERS[rec] = reader
 
@@ -312,7 +316,7 @@ def verify_rec(path: str | os.PathLike, workers: int | None = None,
             return key, cls, f"class id {cls} is outside the {n_names} names of {names_file.name}"
         try:
             open_rgb(f"{REC_SCHEME}{rec}#{key}")
-        except (ValueError, KeyError, OSError, struct.error) as e:
+        except (ValueError, KeyError, OSError) as e:
             return key, cls, str(e).replace(f"{REC_SCHEME}{rec}#{key}", f"record {key}")
         return None
 
