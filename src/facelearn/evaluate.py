@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from facelearn.cli.validate import check_checkpoint_file, one_line_errors
+from facelearn.cli.validate import check_checkpoint_file, check_int, one_line_errors
 
 log = logging.getLogger(__name__)
 # torch, Lightning and the model code are imported inside the functions: `--help` and config errors come back in a
@@ -154,13 +154,12 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
     _quiet()
     check_config(cfg)  # every _target_ node (benchmarks, IDA, backbone) against its signature, before any work
     from facelearn.runtime.threads import apply_plan, plan_threads
-    threads = cfg.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads={threads!r}: expected an integer >= 1 (or null)")
-    log.info(apply_plan(plan_threads(threads=threads)).describe())
+    check_int(cfg, "threads", 1)
+    log.info(apply_plan(plan_threads(threads=cfg.get("threads"))).describe())
+    compiler = instantiate(cfg.compile) if cfg.get("compile") else None  # its options checked before the model
     module, run_cfg = load_model(cfg)
-    if cfg.get("compile"):
-        instantiate(cfg.compile).apply(module)
+    if compiler is not None:
+        compiler.apply(module)
     if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here
         if cfg.get("benchmark") is None:
             raise ValueError("without ckpt_path, choose the benchmark, e.g. benchmark=lfw_devtest")

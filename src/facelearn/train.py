@@ -40,7 +40,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from facelearn.callbacks import BenchmarkCallback
     from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
     from facelearn.loggers import finish_loggers, flat_config
-
     from facelearn.runtime.distributed import shutdown_process_group
     from facelearn.runtime.threads import apply_plan, local_ranks_of, plan_threads
 

@@ -56,7 +56,8 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return wrap
 
 
-def _int(cfg: DictConfig, key: str, minimum: int) -> None:
+def check_int(cfg: DictConfig, key: str, minimum: int) -> None:
+    """``key`` unset / null, or an integer >= ``minimum`` (one line naming the key and value otherwise)."""
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
@@ -105,7 +106,7 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
     for key, minimum in (("data.batch_size", 1), ("data.image_size", 8), ("data.num_workers", 0),
                          ("trainer.max_epochs", 1), ("trainer.devices", 1), ("trainer.num_nodes", 1),
                          ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0), ("threads", 1)):
-        _int(cfg, key, minimum)
+        check_int(cfg, key, minimum)
     _positive_number(cfg, "optimizer.lr")
     trainer = cfg.get("trainer") or {}
     precision = str(trainer.get("precision", ""))

@@ -19,7 +19,6 @@ from facelearn.data.images import FaceCrop, decode_faces
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm", ".ppm", ".tif", ".tiff")
 
 
-
 @contextmanager
 def open_text(path: str | os.PathLike):
     """A UTF-8 text file (pairs, list, protocol and meta files); bytes that are not UTF-8 give an error naming the
@@ -29,6 +28,7 @@ def open_text(path: str | os.PathLike):
             yield fh
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded)") from None
+
 
 @dataclass
 class FaceRecords:

@@ -2,10 +2,10 @@
 
 A benchmark embeds its images once and asks every configured scorer for pair scores, so cosine, IDA-R and IDA-L
 appear side by side (``bench/<set>/<scorer>/<metric>``). Every scorer here is a function of the pair's cosine and
-of per-embedding quantities (``from_cosine``), so a benchmark with millions of pairs (IJB) computes the cosines once,
-by blocks of the similarity matrix (``pair_cosines``), and hands them to each scorer. A scorer may need preparation from the trained model
-(``fit(module, context)``, with a ``ScorerContext``: the training images and the benchmarks' identities, not the
-DataModule): IDA builds its anchor embedding set there.
+of per-embedding quantities (``from_cosine``), so a benchmark with millions of pairs (IJB) computes the cosines
+once, by blocks of the similarity matrix (``pair_cosines``), and hands them to each scorer. A scorer may need
+preparation from the trained model (``fit(module, context)``, with a ``ScorerContext``: the training images and the
+benchmarks' identities, not the DataModule): IDA builds its anchor embedding set there.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ the L2-normalised image embeddings every benchmark uses (its ``use_norm_score=Fa
 
 Scores: every pair scorer (cosine, IDA-R, IDA-L) on the template features. IJB-C has 15.7M pairs of 23k templates:
 their cosines are computed once, ``block`` rows of the template similarity matrix at a time (memory ``block`` x
-templates floats; ``eval.scorers.pair_cosines``), and each scorer re-scores them (``from_cosine``). Metrics: ROC AUC and TAR at every configured FAR plus the field's
-1e-6 ... 1e-1 (TAR at the threshold accepting at most FAR of the negatives, ``eval.verification.tar_at_far``).
+templates floats; ``eval.scorers.pair_cosines``), and each scorer re-scores them (``from_cosine``). Metrics: ROC
+AUC and TAR at every configured FAR plus the field's 1e-6 ... 1e-1 (TAR at the threshold accepting at most FAR of
+the negatives, ``eval.verification.tar_at_far``).
 
 1:N identification (when the release's 1:N files are in ``meta/``: ``ijbc_1N_gallery_G1.csv`` / ``_G2.csv`` or
 IJB-B's ``ijbb_1N_gallery_S1.csv`` / ``_S2.csv``, and ``<name>_1N_probe_mixed.csv``; CSV with a header, template id
@@ -262,10 +263,8 @@ class TemplateSet(BenchmarkSet):
                                  self.media_pooling)[1]
 
     def metrics(self, embeddings, scorers, fars, curves=None) -> dict[str, float]:
-        if not scorers:
-            from facelearn.eval.scorers import CosineScorer
-            scorers = {"cosine": CosineScorer()}
-        from facelearn.eval.scorers import pair_cosines
+        from facelearn.eval.scorers import CosineScorer, pair_cosines
+        scorers = scorers or {"cosine": CosineScorer()}
         feats = torch.from_numpy(self.template_features(embeddings))
         pairs = torch.from_numpy(self.pair_index)
         issame = self.meta.labels

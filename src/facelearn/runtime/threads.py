@@ -7,7 +7,7 @@ and each DataLoader worker likewise), so two ranks with two workers each on a 2-
 per process. The plan: the cores this process may use (CPU affinity, capped by a cgroup CPU quota), shared among
 the local ranks; each rank gives torch its share less what its decoding DataLoader workers take (with
 ``data.stream`` they decode on a core each; over in-memory images they only index, and take none), never less
-than one. Measured on the idle 2-core machine (``benchmarks/threads.py``, ``experiments/results/threads``): 2
+than one. Measured on the idle 2-core machine (``benchmarks/threads.py``, ``experiments/results/speed``): 2
 threads 333 images/s vs 1 thread 170 on sst_shallow; 2 DDP ranks x 1 thread 338. Decoding before training (the
 cache build, benchmark images) uses the rank's share. User choices win: ``threads=N`` (the config key) or an
 ``OMP_NUM_THREADS`` set before the run fixes torch's threads; the plan is printed once, naming what decided it.
