@@ -1,7 +1,9 @@
-"""The callback that makes a resumed run continue exactly where the checkpoint left it."""
+"""The callback that makes a resumed run continue exactly where the checkpoint left it, on the same or on another
+number of processes (``facelearn.runtime.layout``: the global batch must be kept)."""
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -10,26 +12,33 @@ import numpy as np
 import torch
 
 from facelearn.data.samplers import ResumableBatchSampler
+from facelearn.runtime.layout import Layout, describe_change, resume_error
+
+log = logging.getLogger(__name__)
 
 
 class ResumeStateCallback(pl.Callback):
     """Saves, in every checkpoint, what Lightning does not: the batch sampler's position (batches *consumed* this
-    epoch, exact even when DataLoader workers prefetch) and the torch / numpy / python RNG states (augmentation,
-    pair selection). Restores both when training resumes from the checkpoint."""
+    epoch, exact even when DataLoader workers prefetch) and layout (the doppelganger sampler's batch unit), the
+    torch / numpy / python RNG states, the epoch's metric sums and the run's process layout. Restores them when
+    training resumes from the checkpoint, and refuses a resume that would change the global batch."""
 
     def __init__(self) -> None:
         self._pending_sampler: dict[str, Any] | None = None
         self._epoch = 0
         self._consumed = 0
-        self._layout: dict[str, int] | None = None      # this run's processes and batch size
-        self._restored_layout: dict[str, int] | None = None
+        self._layout: Layout | None = None      # this run's processes, batch size and accumulation
+        self._restored_layout: Layout | None = None
         self._trainer: pl.Trainer | None = None
         self._pending_sums: dict[str, dict[str, Any]] = {}  # epoch accumulators to merge after a resume
+        self._saved_ranks = 1  # processes of the run whose epoch sums are pending
+        self._restored_bn: int | None = None  # images of the checkpoint's BatchNorm statistics
 
     @staticmethod
-    def _run_layout(trainer: pl.Trainer) -> dict[str, int]:
+    def _run_layout(trainer: pl.Trainer) -> Layout:
         batch = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
-        return {"world_size": int(trainer.world_size), "batch_size": int(batch) if batch is not None else -1}
+        return Layout(int(trainer.world_size), int(batch) if batch is not None else -1,
+                      int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
 
     def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         self._layout = self._run_layout(trainer)
@@ -58,14 +67,21 @@ class ResumeStateCallback(pl.Callback):
         return {k: {n: t.cpu() for n, t in e.items()} for k, e in out.items()}
 
     def _merge_pending_sums(self, trainer: pl.Trainer) -> None:
+        # Rank r takes the sums of the saved ranks r, r + W, r + 2W, ... (W: this run's processes): on the same
+        # number of processes its own; on fewer, several; on more, some none. The totals over the ranks, and so the
+        # synced epoch averages, are those of the interrupted run.
         results = trainer.fit_loop.epoch_loop._results
-        r = trainer.global_rank
+        mine = list(range(trainer.global_rank, self._saved_ranks, trainer.world_size))
         for key in [k for k in self._pending_sums if k in results]:
             saved, metric = self._pending_sums.pop(key), results[key]
-            value = saved["value"].reshape(-1)[r].to(metric.value.device, metric.value.dtype)
+            if not mine:
+                continue
+            values = saved["value"].reshape(-1)[mine]
+            value = (values.amax() if metric.meta.is_max_reduction else values.amin() if metric.meta.is_min_reduction
+                     else values.sum()).to(metric.value.device, metric.value.dtype)
             if metric.meta.is_mean_reduction:
                 metric.value = metric.value + value
-                count = saved["count"].reshape(-1)[r].to(metric.cumulated_batch_size.device)
+                count = saved["count"].reshape(-1)[mine].sum().to(metric.cumulated_batch_size.device)
                 metric.cumulated_batch_size = metric.cumulated_batch_size + count.to(metric.cumulated_batch_size.dtype)
             elif metric.meta.is_sum_reduction:
                 metric.value = metric.value + value
@@ -96,7 +112,13 @@ class ResumeStateCallback(pl.Callback):
         # Only tensors and plain Python values, so checkpoints stay loadable with torch.load(weights_only=True).
         _, keys, pos, has_gauss, cached = np.random.get_state()
         version, internal, gauss = random.getstate()
-        return {"epoch": self._epoch, "start": self._consumed, "layout": self._layout,
+        sampler = self._sampler(self._trainer) if self._trainer is not None else None
+        # the sampler's own layout keys (e.g. the doppelganger batch unit); its position is the consumed count
+        extra = {k: v for k, v in sampler.state_dict().items() if k not in ("epoch", "start", "seed")} \
+            if sampler is not None else {}
+        bn = batchnorm_images(self._trainer, self._trainer.lightning_module) if self._trainer is not None else None
+        return {"epoch": self._epoch, "start": self._consumed, "sampler": extra,
+                "layout": self._layout.state() if self._layout else None, "batchnorm_images": bn,
                 "epoch_sums": self._epoch_sums(), "rng": {
             "torch": torch.get_rng_state(),
             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -105,10 +127,12 @@ class ResumeStateCallback(pl.Callback):
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._restored_layout = state.get("layout")
+        self._restored_layout = Layout.from_state(state.get("layout"))
         self._pending_sums = dict(state.get("epoch_sums") or {})
+        self._saved_ranks = self._restored_layout.world_size if self._restored_layout else 1
+        self._restored_bn = state.get("batchnorm_images")
         self._epoch, self._consumed = int(state["epoch"]), int(state["start"])
-        self._pending_sampler = {"epoch": self._epoch, "start": self._consumed}
+        self._pending_sampler = {**(state.get("sampler") or {}), "epoch": self._epoch, "start": self._consumed}
         rng = state.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])
@@ -121,17 +145,40 @@ class ResumeStateCallback(pl.Callback):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        # The LR schedule, the steps per epoch and each rank's slice of the batch list are functions of the number
-        # of processes and the batch size: resuming with other values would silently change the run (the schedule
-        # rebuilt for a new length while the step count continues, data skipped). Refuse instead.
+        # The LR schedule, the steps per epoch and the data order are functions of the global batch: another split
+        # of it over processes continues the run (logged, with what differs), another global batch is refused
+        # (the CLI refuses it before any data where it can tell the world size; this is the check of last resort).
         old, new = self._restored_layout, self._run_layout(trainer)
-        if old and (old["world_size"], old["batch_size"]) != (new["world_size"], new["batch_size"]):
-            raise ValueError(
-                f"ckpt_path: the checkpoint was trained with {old['world_size']} process(es) x data.batch_size="
-                f"{old['batch_size']}, this run has {new['world_size']} x {new['batch_size']}. Resuming would "
-                "change the learning-rate schedule and skip or repeat data; resume with the same "
-                "trainer.devices x trainer.num_nodes and data.batch_size (or start a new run from its weights).")
+        if old is not None:
+            error = resume_error(old, new)
+            if error:
+                raise ValueError(error)
+            if old != new and trainer.is_global_zero:
+                log.warning(describe_change(old, new, batchnorm_images=(self._restored_bn, batchnorm_images(
+                    trainer, pl_module)), **split_dependence(pl_module)))
         sampler = self._sampler(trainer)
         if sampler is not None and self._pending_sampler is not None:
             sampler.load_state_dict({**self._pending_sampler, "seed": sampler.seed})
         self._pending_sampler = None
+
+
+def batchnorm_images(trainer: pl.Trainer, module: torch.nn.Module) -> int | None:
+    """Images each training BatchNorm layer takes its statistics over: the process's batch, or the global batch
+    when it is synced (``trainer.sync_batchnorm``) or there is one process. None: no BatchNorm trains."""
+    mods = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+    if not mods:
+        return None
+    batch = int(getattr(trainer.datamodule, "batch_size", 0) or 0)
+    synced = trainer.world_size == 1 or any(isinstance(m, torch.nn.SyncBatchNorm) for m in mods)
+    return batch * trainer.world_size if synced else batch
+
+
+def split_dependence(module: torch.nn.Module) -> dict[str, bool]:
+    """Which parts of ``module``'s training step, besides BatchNorm, depend on how the global batch is split."""
+    from facelearn.nn.partial_fc import PartialFC
+
+    mods = list(module.modules())
+    objective = getattr(module, "objective", None)
+    return {"pair_losses": bool(getattr(objective, "pair_losses", None)),
+            "dropout": any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in mods),
+            "sampled_partial_fc": any(isinstance(m, PartialFC) and m.sample_rate < 1 for m in mods)}

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from facelearn.cli.schema import check_config
+from facelearn.runtime.layout import check_resume_layout
 
 #: what a wrong option or input file raises; the CLIs print these as one line (HYDRA_FULL_ERROR=1: the traceback)
 # OSError: the machine's part (a full disk, a read-only folder, a missing file): one line, the traceback on request
@@ -156,7 +157,11 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
     if cfg.get("init_from"):  # (with ckpt_path too: a resumed fine-tuning run; the checkpoint's weights win)
         check_init_backbone(check_checkpoint_file(str(cfg.init_from), "init_from"), cfg)
     ckpt = cfg.get("ckpt_path")
-    return check_checkpoint_file(str(ckpt)) if ckpt else None
+    if not ckpt:
+        return None
+    state = check_checkpoint_file(str(ckpt))
+    check_resume_layout(state, trainer, (cfg.get("data") or {}).get("batch_size"))
+    return state
 
 
 def check_accelerator(trainer: Any) -> None:

@@ -215,7 +215,7 @@ class FaceDataModule(pl.LightningDataModule):
         if len(ds) < self.batch_size:
             raise ValueError(f"data.batch_size={self.batch_size} exceeds the {len(ds)} training images")
         # An own generator: creating the loader's iterator then draws its worker base seed from it, not from the
-        # global RNG, so a resumed run's global RNG (augmentation) continues exactly where the checkpoint left it.
+        # global RNG, so a resumed run's global RNG continues exactly where the checkpoint left it.
         common = dict(num_workers=self.num_workers, worker_init_fn=_seed_worker, collate_fn=batch_passthrough,
                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(self.seed))
@@ -239,5 +239,20 @@ class FaceDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.training:
             images, *rest = batch
-            return (self.augment(images), *rest)
+            generator, rows = self.augment_stream(trainer, len(images), images.device)
+            return (self.augment(images, generator, rows), *rest)
         return batch
+
+    def augment_stream(self, trainer: Any, batch_size: int, device: torch.device
+                       ) -> tuple[torch.Generator, tuple[int, int]]:
+        """The random stream of this training batch's augmentation and the batch's rows in the global batch.
+
+        Seeded by the run's seed, the epoch and the batch's position in the epoch (Lightning's count, restored on
+        resume), never by the process's RNG: every rank draws for the whole global batch and keeps its rows, so
+        ranks no longer repeat each other's draws (they all start from the same seed), and a run resumed on
+        another number of ranks with the same global batch augments every image as the uninterrupted run did."""
+        position = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        seed = np.random.SeedSequence([self.seed, trainer.current_epoch, position, 0xA5]).generate_state(1, np.uint64)
+        generator = torch.Generator(device=device).manual_seed(int(seed[0]))
+        world, rank = self._world()
+        return generator, (rank * batch_size, world * batch_size)

@@ -107,15 +107,16 @@ class DoppelgangerSampler(ResumableBatchSampler):
         self.num_classes = len(self.groups)
         self.batches_per_epoch = batches_per_epoch or max(1, len(labels) // (batch_size * num_replicas))
         self.doppelgangers = doppelgangers
+        self.unit = batch_size  # images per doppelganger batch: the per-rank batch the run started with
         self.short_classes = 0  # classes that had fewer images than their count (logged as dm/short_classes)
 
-    def _counts(self, rng: np.random.Generator) -> list[int]:
-        """Per-class image counts, each within ``images_per_class``, summing to ``batch_size``."""
+    def _counts(self, rng: np.random.Generator, size: int) -> list[int]:
+        """Per-class image counts, each within ``images_per_class``, summing to ``size``."""
         lo, hi = self.count_range
         counts, total = [], 0
-        while total < self.batch_size:
+        while total < size:
             c = int(rng.integers(lo, hi + 1))
-            c = min(c, self.batch_size - total)
+            c = min(c, size - total)
             counts.append(c)
             total += c
         if len(counts) > 1 and counts[-1] < lo:
@@ -162,40 +163,60 @@ class DoppelgangerSampler(ResumableBatchSampler):
         return chosen
 
     def build_batch(self, epoch: int, index: int) -> list[int]:
-        """This rank's batch ``index`` of ``epoch`` from the list as it is now (deterministic given the list)."""
+        """This rank's slice of global batch ``index`` of ``epoch``, built from the list as it is now (deterministic
+        given the list).
+
+        The global batch is ``global_batch_size / unit`` doppelganger batches of ``unit`` images each (§3.1's
+        batch of M: its own counts, N_r random classes and chains), with no class in two of them; every rank builds
+        all of them and takes its contiguous slice. ``unit`` is the per-rank batch size the run started with, kept
+        through resumes (``state_dict``), so a run resumed on another number of ranks with the same global batch
+        trains on the same batches; while it equals ``batch_size`` each rank's slice is exactly one of them."""
+        if self.global_batch_size % self.unit:
+            raise ValueError(f"doppelganger sampler: the global batch of {self.global_batch_size} images is not a "
+                             f"whole number of the run's {self.unit}-image doppelganger batches")
         rng = np.random.default_rng([self.seed, epoch, index])
         taken: set[int] = set()
-        batch: list[int] = []
-        for r in range(self.num_replicas):  # every rank draws all ranks' classes: disjoint batches
-            counts = self._counts(rng)
-            classes = self._classes(len(counts), rng, taken)
-            # A class never contributes the same image twice (it would be its own "positive pair" for the
-            # exemplar losses). A class with fewer images than its count gives all it has; the missing slots go
-            # first to classes of the batch with images to spare (up to the maximum count), then to further
-            # random classes, so the batch keeps its size and, where possible, every count its range.
-            lo, hi = self.count_range
-            ks = [min(k, len(self.groups[c])) for c, k in zip(classes, counts)]
-            short = sum(1 for c, k in zip(classes, counts) if len(self.groups[c]) < k)
-            missing = sum(counts) - sum(ks)
-            for i, c in enumerate(classes):
-                add = min(missing, min(hi, len(self.groups[c])) - ks[i])
-                if add > 0:
-                    ks[i] += add
-                    missing -= add
-            while missing:
-                (c,) = self._classes(1, rng, taken)  # a random class not yet in the global batch
-                k = min(missing, len(self.groups[c]), hi)
-                missing -= k
-                for j in range(len(ks)):  # lift a too-small last class to the minimum with spare images
-                    while k < min(lo, len(self.groups[c])) and ks[j] > lo:
-                        ks[j] -= 1
-                        k += 1
-                classes, ks = [*classes, c], [*ks, k]
-            if r == self.rank:
-                batch = [i for c, k in zip(classes, ks) for i in rng.choice(self.groups[c], k, replace=False)]
-                self.last_classes = classes
-                self.short_classes += short
-        return batch
+        images: list[int] = []
+        first, last = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        classes_here: list[int] = []
+        for _ in range(self.global_batch_size // self.unit):
+            classes, ks, short = self._unit_classes(rng, taken)
+            for c, k in zip(classes, ks):
+                lo = len(images)
+                images += rng.choice(self.groups[c], k, replace=False).tolist()
+                if lo < last and len(images) > first:  # the class has images in this rank's slice
+                    classes_here.append(c)
+                    self.short_classes += int(c in short)
+        self.last_classes = classes_here
+        return images[first:last]
+
+    def _unit_classes(self, rng: np.random.Generator, taken: set[int]) -> tuple[list[int], list[int], set[int]]:
+        """Classes, their image counts and the short ones (fewer images than drawn) of one ``unit``-image batch."""
+        counts = self._counts(rng, self.unit)
+        classes = self._classes(len(counts), rng, taken)
+        # A class never contributes the same image twice (it would be its own "positive pair" for the exemplar
+        # losses). A class with fewer images than its count gives all it has; the missing slots go first to
+        # classes of the batch with images to spare (up to the maximum count), then to further random classes,
+        # so the batch keeps its size and, where possible, every count its range.
+        lo, hi = self.count_range
+        ks = [min(k, len(self.groups[c])) for c, k in zip(classes, counts)]
+        short = {c for c, k in zip(classes, counts) if len(self.groups[c]) < k}
+        missing = sum(counts) - sum(ks)
+        for i, c in enumerate(classes):
+            add = min(missing, min(hi, len(self.groups[c])) - ks[i])
+            if add > 0:
+                ks[i] += add
+                missing -= add
+        while missing:
+            (c,) = self._classes(1, rng, taken)  # a random class not yet in the global batch
+            k = min(missing, len(self.groups[c]), hi)
+            missing -= k
+            for j in range(len(ks)):  # lift a too-small last class to the minimum with spare images
+                while k < min(lo, len(self.groups[c])) and ks[j] > lo:
+                    ks[j] -= 1
+                    k += 1
+            classes, ks = [*classes, c], [*ks, k]
+        return classes, ks, short
 
     def __iter__(self):
         start, self.start = self.start, 0
@@ -204,3 +225,10 @@ class DoppelgangerSampler(ResumableBatchSampler):
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start
+
+    def state_dict(self) -> dict[str, int]:
+        return {**super().state_dict(), "unit": self.unit}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        super().load_state_dict(state)
+        self.unit = int(state.get("unit", self.unit))

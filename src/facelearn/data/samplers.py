@@ -2,9 +2,12 @@
 
 Both are DDP-aware and resumable:
 
-* every rank builds the same *global* list of batches from ``seed`` and the epoch, then takes every
-  ``num_replicas``-th batch starting at its rank, truncated so every rank has the same number of batches;
-  ranks therefore get disjoint batches (no identity image is shared between ranks within an epoch's step);
+* the unit of data order is the *global* batch (``batch_size x num_replicas`` images): every rank builds the same
+  list of global batches from ``seed`` and the epoch alone, and takes its contiguous slice
+  ``[rank x batch_size, (rank + 1) x batch_size)`` of each, so ranks get disjoint images (and, for the identity
+  samplers, disjoint identities) within a step. The list depends on the global batch size, not on how it is split:
+  2 ranks x 64 and 1 rank x 128 train on the same images in the same steps, which is what lets a run resume on
+  another number of processes (``facelearn.callbacks.ResumeStateCallback``);
 * the sampler's position (epoch, batches already consumed) is state: ``state_dict()`` / ``load_state_dict()``;
   ``facelearn.callbacks.ResumeStateCallback`` stores it in Lightning checkpoints (counting *consumed* batches, which is exact even
   when DataLoader workers prefetch ahead), so a resumed run continues with exactly the remaining batches.
@@ -50,13 +53,21 @@ class ResumableBatchSampler(Sampler[list[int]]):
         # limit sees the same images each epoch (Lightning swaps only a RandomSampler for a sequential one)
         self.same_every_epoch = False
 
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_replicas
+
+    def rank_slice(self, batch: list[int]) -> list[int]:
+        """This rank's part of a global batch."""
+        return batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
     def global_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's global batches (``global_batch_size`` indices each): a function of the seed, the epoch and the
+        global batch size only."""
         raise NotImplementedError
 
     def rank_batches(self, epoch: int) -> list[list[int]]:
-        batches = self.global_batches(0 if self.same_every_epoch else epoch)
-        per_rank = len(batches) // self.num_replicas
-        return batches[self.rank::self.num_replicas][:per_rank]
+        return [self.rank_slice(b) for b in self.global_batches(0 if self.same_every_epoch else epoch)]
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -107,10 +118,10 @@ class MPerClassBatchSampler(ResumableBatchSampler):
     def global_batches(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
         classes = rng.permutation(self.classes)
-        batches = []
-        for start in range(0, len(classes) - self.p + 1, self.p):
+        batches, p = [], self.p * self.num_replicas  # identities per global batch; a rank's slice holds whole ones
+        for start in range(0, len(classes) - p + 1, p):
             batch = []
-            for c in classes[start:start + self.p]:
+            for c in classes[start:start + p]:
                 g = self.groups[c]
                 batch += rng.choice(g, self.k, replace=len(g) < self.k).tolist()
             batches.append(batch)
@@ -132,7 +143,7 @@ class IdentityPairSampler(MPerClassBatchSampler):
 
 class ShuffleBatchSampler(ResumableBatchSampler):
     """Plain shuffling, resumable: every epoch one seeded permutation of all images cut into global batches
-    (incomplete last batch dropped), each rank taking every ``num_replicas``-th. The default sampler
+    (incomplete last batch dropped), each rank taking its slice of each. The default sampler
     (``data/sampler=random``), so an interrupted conventional run resumes mid-epoch with exactly the remaining
     batches, like the identity samplers."""
 
@@ -146,5 +157,5 @@ class ShuffleBatchSampler(ResumableBatchSampler):
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
-        n = self.batch_size
+        n = self.global_batch_size
         return [order[i:i + n].tolist() for i in range(0, len(order) - n + 1, n)]

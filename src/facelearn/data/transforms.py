@@ -7,6 +7,7 @@ No torchvision: flips and crops are tensor ops. ``normalize`` maps uint8 [0, 255
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,12 @@ class BatchAugment:
         rotation_degrees: random rotation in ``[-d, d]`` degrees (0 = off; the SST authors use about 10).
         grayscale_prob: probability of replacing an image by its luminance (ITU-R 601) in all channels (0 = off).
     Rotation and resized crop are one resampling (``affine_resample``); all of it runs on the batch's device.
+
+    Called with a ``generator`` and ``rows=(offset, total)``, the batch is rows ``offset .. offset + n`` of a global
+    batch of ``total`` images: every random draw is made for all ``total`` rows from the generator and sliced, so
+    an image's augmentation depends on its position in the global batch and the generator's seed, not on how the
+    global batch is split over ranks (``FaceDataModule`` seeds it from the run's seed, the epoch and the batch's
+    position in it). Without them, draws come from torch's global RNG.
     """
 
     def __init__(self, flip_prob: float = 0.5, crop_padding: int = 0,
@@ -73,43 +80,51 @@ class BatchAugment:
         self.resized_crop_scale, self.resized_crop_ratio = resized_crop_scale, (r_lo, r_hi)
         self.rotation_degrees, self.grayscale_prob = float(rotation_degrees), grayscale_prob
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 rows: tuple[int, int] | None = None) -> torch.Tensor:
         x = normalize(images)
         n, _, h, w = x.shape
+        offset, total = rows if rows is not None else (0, n)
+        if not 0 <= offset <= total - n:
+            raise ValueError(f"augment: rows {offset}..{offset + n} are not within a global batch of {total}")
+
+        def draw(fn, *shape):  # all rows of the global batch, then this batch's
+            return fn(total, *shape, generator=generator, device=x.device)[offset:offset + n]
+
         if self.flip_prob > 0:
-            flip = torch.rand(n, device=x.device) < self.flip_prob
+            flip = draw(torch.rand) < self.flip_prob
             x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
         if self.crop_padding > 0:
             p = self.crop_padding
             padded = F.pad(x, (p, p, p, p), mode="replicate")
-            dy = torch.randint(0, 2 * p + 1, (n,), device=x.device)
-            dx = torch.randint(0, 2 * p + 1, (n,), device=x.device)
-            rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, 3, h, w + 2 * p)
-            x = padded.gather(2, rows)
+            dy = draw(lambda k, **kw: torch.randint(0, 2 * p + 1, (k,), **kw))
+            dx = draw(lambda k, **kw: torch.randint(0, 2 * p + 1, (k,), **kw))
+            ys = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, 3, h, w + 2 * p)
+            x = padded.gather(2, ys)
             cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, 3, h, w)
             x = x.gather(3, cols)
         if self.resized_crop_scale is not None or self.rotation_degrees > 0:
-            x = self._affine(x)
+            x = self._affine(x, draw)
         if self.grayscale_prob > 0:
             gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1).expand_as(x)
-            pick = torch.rand(n, device=x.device) < self.grayscale_prob
+            pick = draw(torch.rand) < self.grayscale_prob
             x = torch.where(pick.view(n, 1, 1, 1), gray, x)
         return x
 
-    def _affine(self, x: torch.Tensor) -> torch.Tensor:
+    def _affine(self, x: torch.Tensor, draw: Callable[..., torch.Tensor]) -> torch.Tensor:
         n, dev = x.shape[0], x.device
-        angles = (torch.rand(n, device=dev) * 2 - 1) * math.radians(self.rotation_degrees)
+        angles = (draw(torch.rand) * 2 - 1) * math.radians(self.rotation_degrees)
         scales, ratios = torch.ones(n, device=dev), torch.ones(n, device=dev)
         shifts = torch.zeros(n, 2, device=dev)
         if self.resized_crop_scale is not None:
             lo, hi = self.resized_crop_scale
-            area = lo + torch.rand(n, device=dev) * (hi - lo)
+            area = lo + draw(torch.rand) * (hi - lo)
             r_lo, r_hi = (math.log(r) for r in self.resized_crop_ratio)
-            ratios = torch.exp(r_lo + torch.rand(n, device=dev) * (r_hi - r_lo))
+            ratios = torch.exp(r_lo + draw(torch.rand) * (r_hi - r_lo))
             scales = area.sqrt()
             # Keep the crop inside the image along each axis (side fraction s -> centre within ±(1 - s)).
             side = torch.stack([(scales * ratios.sqrt()).clamp(max=1), (scales / ratios.sqrt()).clamp(max=1)], 1)
-            shifts = (torch.rand(n, 2, device=dev) * 2 - 1) * (1 - side)
+            shifts = (draw(torch.rand, 2) * 2 - 1) * (1 - side)
         return affine_resample(x, angles, scales, ratios, shifts)
 
     def __repr__(self) -> str:

@@ -7,6 +7,8 @@ size, so 112x112 (the insightface default) and 64x64 (the CPU recipe) both work.
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import os
 
@@ -194,10 +196,21 @@ def iresnet100(**kw) -> IResNet:
     return IResNet([3, 13, 30, 3], **kw)
 
 
+NORMS = ("batch", "group")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm (groups of up to 8 channels' gcd): per-sample statistics, the same on any batch
+    size and any split of a batch over processes (CPU DDP has no SyncBatchNorm)."""
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    return nn.BatchNorm2d(channels)
+
+
 class _ConvBN(nn.Sequential):
     def __init__(self, cin: int, cout: int, k: int = 1, s: int = 1, p: int = 0, groups: int = 1,
-                 act: bool = True) -> None:
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+                 act: bool = True, norm: str = "batch") -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, p, groups=groups, bias=False), _norm(norm, cout)]
         if act:
             layers.append(nn.PReLU(cout))
         super().__init__(*layers)
@@ -302,24 +315,28 @@ class SmallFaceNet(nn.Module):
     """A small fast CNN for CPU tests and CPU-sized real-data runs (a few hundred k parameters).
 
     Four stages of (conv3x3-BN-PReLU) x ``depth`` with a stride-2 conv opening each stage, then BN-FC-BN like
-    IResNet's embedding head.
+    IResNet's embedding head. ``norm="group"`` puts GroupNorm in every BatchNorm's place (the embedding's over all
+    its channels per sample): nothing then depends on the batch, e.g. for exact resumes on another number of CPU
+    processes, where SyncBatchNorm is not available.
     """
 
     def __init__(self, embedding_size: int = 128, image_size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 depth: int = 1, dropout: float = 0.0) -> None:
+                 depth: int = 1, dropout: float = 0.0, norm: str = "batch") -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"backbone.norm={norm!r}: expected one of {', '.join(NORMS)}")
         side = _check_size(image_size, 16)
         layers: list[nn.Module] = []
         cin = 3
         for w in widths:
-            layers.append(_ConvBN(cin, w, 3, 2, 1))
-            layers += [_ConvBN(w, w, 3, 1, 1) for _ in range(depth)]
+            layers.append(_ConvBN(cin, w, 3, 2, 1, norm=norm))
+            layers += [_ConvBN(w, w, 3, 1, 1, norm=norm) for _ in range(depth)]
             cin = w
         self.body = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(cin)
+        self.bn = _norm(norm, cin)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin * side * side, embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size)
+        self.features = nn.BatchNorm1d(embedding_size) if norm == "batch" else nn.GroupNorm(1, embedding_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.body(x))
