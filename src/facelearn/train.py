@@ -25,6 +25,9 @@ def _quiet() -> None:
     from facelearn.loggers import quiet_lightning_advert
     warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
     warnings.filterwarnings("ignore", r"torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
+    # Lightning cannot see that the batch sampler's position is restored (ResumeStateCallback does it): its warning
+    # that a mid-epoch resume "can cause unreliable results" is wrong here
+    warnings.filterwarnings("ignore", r".*resuming from a checkpoint that ended before the epoch ended")
     quiet_lightning_advert()
 
 

@@ -64,3 +64,23 @@ def test_strong_augmentation_stays_in_range_and_changes_images():
 def test_bad_options_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         BatchAugment(**kw)
+
+
+def test_augmentation_of_a_slice_of_the_global_batch_is_the_slice_of_its_augmentation():
+    """With a seeded generator and rows=(offset, total), every draw covers the whole global batch: rank 1's 4 rows
+    of an 8-image global batch are augmented exactly as rows 4..8 of the 8 images in one process; other seeds or
+    rows give other draws."""
+    aug = BatchAugment(flip_prob=0.5, crop_padding=2, resized_crop_scale=(0.5, 1.0), rotation_degrees=10,
+                       grayscale_prob=0.5)
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+
+    def gen(seed):
+        return torch.Generator().manual_seed(seed)
+
+    whole = aug(images, gen(3), (0, 8))
+    assert torch.equal(aug(images[4:], gen(3), (4, 8)), whole[4:])
+    assert torch.equal(aug(images[:4], gen(3), (0, 8)), whole[:4])
+    assert not torch.equal(aug(images[4:], gen(4), (4, 8)), whole[4:])
+    assert not torch.equal(aug(images[4:], gen(3), (0, 8)), whole[4:])  # rank 0's draws on rank 1's images
+    with pytest.raises(ValueError, match="not within a global batch of 8"):
+        aug(images[4:], gen(3), (6, 8))

@@ -251,3 +251,37 @@ def test_table6_classifier_finetuning_starts_from_mean_embeddings_and_helps_on_s
     assert set(m) == {"novel/finetuned_top1", "novel/finetuned_coverage@99", "base/finetuned_top1",
                       "base/finetuned_coverage@99"}
     assert m["base/finetuned_top1"] > 0.8
+
+
+def test_three_ranks_get_disjoint_classes():
+    """Every rank builds all ranks' doppelganger batches with the same draws (images included), so no class is in
+    two ranks' batches of a step, with any number of ranks."""
+    labels = np.repeat(np.arange(40), 4)
+    ranks = [DoppelgangerSampler(labels, batch_size=9, images_per_class=3, num_random=1, num_replicas=3, rank=r)
+             for r in range(3)]
+    for i in range(10):
+        classes = [set(labels[s.build_batch(0, i)].tolist()) for s in ranks]
+        assert all(len(c) == 3 for c in classes)
+        assert not (classes[0] & classes[1] or classes[0] & classes[2] or classes[1] & classes[2])
+
+
+def test_a_resumed_sampler_on_another_split_keeps_the_runs_doppelganger_batches():
+    """2 ranks x 12: each step's global batch is two 12-image doppelganger batches (chains from the live list). On
+    1 process x 24 with the run's unit (12, restored from the checkpoint) the sampler yields their concatenation;
+    on 4 ranks x 6 each rank half of one. A fresh 1 x 24 run builds 24-image doppelganger batches instead."""
+    dops = [(c + 1) % 20 for c in range(20)]
+    two = [make_sampler(dops, num_random=2, num_replicas=2, rank=r)[0] for r in (0, 1)]
+    one = make_sampler(dops, num_random=2, batch_size=24)[0]
+    four = [make_sampler(dops, num_random=2, batch_size=6, num_replicas=4, rank=r)[0] for r in range(4)]
+    state = {**two[0].state_dict(), "start": 1}
+    assert state["unit"] == 12
+    for s in (one, *four):
+        s.load_state_dict(state)
+    for s in two:
+        s.start = 1
+    expected = [b0 + b1 for b0, b1 in zip(*(list(s) for s in two))]
+    assert len(expected) == two[0].batches_per_epoch - 1
+    assert list(one) == expected
+    assert [sum(parts, []) for parts in zip(*(list(s) for s in four))] == expected
+    fresh = make_sampler(dops, num_random=2, batch_size=24)[0]
+    assert fresh.build_batch(0, 1) != expected[0]

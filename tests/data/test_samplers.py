@@ -96,3 +96,19 @@ def test_same_every_epoch_repeats_epoch_zero():
     s.same_every_epoch = True
     s.set_epoch(2)
     assert list(s) == first
+
+
+@pytest.mark.parametrize("cls, kw", [(ShuffleBatchSampler, {}), (MPerClassBatchSampler, {"images_per_class": 4}),
+                                     (IdentityPairSampler, {})])
+def test_the_global_batch_is_the_same_on_any_split(cls, kw):
+    """Concatenating the ranks' batches of step t gives the same global batch on 1 x 16, 2 x 8 and 4 x 4 (what lets
+    a run resume on another number of processes)."""
+    def global_steps(world):
+        ranks = [cls(LABELS, batch_size=16 // world, seed=5, num_replicas=world, rank=r, **kw) for r in range(world)]
+        for s in ranks:
+            s.set_epoch(1)
+        return [sum(batches, []) for batches in zip(*(list(s) for s in ranks))]
+
+    one = global_steps(1)
+    assert len(one) > 1
+    assert global_steps(2) == one and global_steps(4) == one

@@ -62,3 +62,21 @@ def test_arcface_torch_checkpoint_loads_strictly(tmp_path):
         iresnet18(embedding_size=32, image_size=32, widths=(8, 16, 32, 64), weights=str(path))
     with pytest.raises(FileNotFoundError, match="backbone.weights"):
         iresnet18(weights=str(tmp_path / "missing.pth"))
+
+
+def test_small_net_with_group_norm_does_not_depend_on_the_batch():
+    """norm=group: in training mode, an image's embedding is the same alone, in a batch of 8 or split 4 + 4 (what
+    makes a resume on another number of CPU processes exact); with BatchNorm it is not. Unknown norms are refused."""
+    from facelearn.nn.backbones import SmallFaceNet
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32)
+    for norm, independent in (("group", True), ("batch", False)):
+        net = SmallFaceNet(embedding_size=16, image_size=32, widths=(8, 16, 16, 16), norm=norm).train()
+        whole = net(x)
+        halves = torch.cat([net(x[:4]), net(x[4:])])
+        assert torch.allclose(whole, halves, atol=1e-5) is independent, norm
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   for m in SmallFaceNet(image_size=32, norm="group").modules())
+    with pytest.raises(ValueError, match="backbone.norm='layer': expected one of batch, group"):
+        SmallFaceNet(image_size=32, norm="layer")
