@@ -3,9 +3,13 @@
 setting's ratio to the planned default (``threads=null``: facelearn.runtime.threads decides).
 
     python benchmarks/threads.py [--experiment sst_shallow] [--epochs 2] [--repeats 1]
+    python benchmarks/threads.py --stream [--experiment conventional_lfw]   # decoding LFW JPEGs in the workers
 
-Settings: the plan; torch 1 thread; torch 2 threads; 2 DataLoader workers; 2 DDP ranks (gloo). Run it on an idle
-machine: other load changes which setting wins (with two other busy processes, 2 threads measured 3x slower than 1).
+Settings: the plan; torch 1 thread; torch 2 threads; 2 DataLoader workers; 2 DDP ranks (gloo). With ``--stream``
+(real files, ``data.stream=true``: images decoded in the DataLoader workers every epoch, the case where the plan
+takes one core per worker from torch): 0, 1 and 2 workers as planned, and 1 and 2 workers with torch's threads
+forced to 2. Run it on an idle machine: other load changes which setting wins (with two other busy processes, 2
+threads measured 3x slower than 1).
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ SETTINGS = {
     "threads=2": ["threads=2"],
     "2 DataLoader workers": ["data.num_workers=2"],
     "2 DDP ranks (gloo)": ["trainer=ddp", "trainer.devices=2"],
+}
+STREAM_SETTINGS = {
+    "planned (threads=null), 0 workers": ["data.stream=true", "data.num_workers=0"],
+    "planned, 1 worker": ["data.stream=true", "data.num_workers=1"],
+    "planned, 2 workers": ["data.stream=true", "data.num_workers=2"],
+    "threads=2, 1 worker": ["data.stream=true", "data.num_workers=1", "threads=2"],
+    "threads=2, 2 workers": ["data.stream=true", "data.num_workers=2", "threads=2"],
 }
 RATE = re.compile(r"epoch (\d+)/\d+: .*?, (\d+) images/s")
 
@@ -46,15 +57,20 @@ def main() -> None:
     ap.add_argument("--experiment", default="sst_shallow")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--stream", action="store_true", help="streamed JPEGs: worker counts (default experiment "
+                                                          "conventional_lfw, which needs ../shared/data/lfw)")
     args = ap.parse_args()
+    settings = STREAM_SETTINGS if args.stream else SETTINGS
+    if args.stream and args.experiment == "sst_shallow":
+        args.experiment = "conventional_lfw"
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for label, extra in SETTINGS.items():
+            for label, extra in settings.items():
                 rate, plan = run(args.experiment, args.epochs, extra, os.path.join(tmp, str(r)))
                 rows.setdefault(label, []).append(rate)
                 print(f"{label}: {rate:.0f} images/s  [{plan}]", flush=True)
-    base = sum(rows["planned (threads=null)"]) / args.repeats
+    base = sum(next(iter(rows.values()))) / args.repeats
     print(f"\n{args.experiment}, last of {args.epochs} epochs, {os.cpu_count()} CPUs, {args.repeats} repeat(s)\n")
     print("| setting | images/s | / planned |")
     print("|---|---|---|")

@@ -20,6 +20,10 @@ next to this machine's fp32 matmul rate measured in the same run (2048 x 2048), 
 
     python benchmarks/training_step.py [--epochs 2] [--methods conventional_shallow sst_shallow] [--threads 2]
     python benchmarks/training_step.py --compile [--nets small:64 mobilefacenet:112] [--batch 128] [--threads 2]
+    python benchmarks/training_step.py --compile --channels-last ...   # + both arms in channels_last memory format
+
+``--channels-last`` adds eager and compiled arms with the network's weights and the batch in channels_last memory
+format (NHWC), each against the same-run eager baseline.
 """
 
 import argparse
@@ -144,7 +148,11 @@ def train_rate(net: torch.nn.Module, x: torch.Tensor, steps: int) -> tuple[float
     return first_time, first, steps * len(x) / (time.perf_counter() - t0)
 
 
-def compile_table(nets: list[str], batch: int, steps: int, threads: int) -> None:
+def channels_last(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+    return net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+
+def compile_table(nets: list[str], batch: int, steps: int, threads: int, with_channels_last: bool = False) -> None:
     import copy
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -156,11 +164,13 @@ def compile_table(nets: list[str], batch: int, steps: int, threads: int) -> None
     print("| backbone | GFLOP / image (fwd+bwd) | eager img/s | compiled img/s | speed-up | compile s | "
           "eager GFLOP/s (% of matmul) | compiled GFLOP/s (% of matmul) | first loss eager / compiled |")
     print("|---|---|---|---|---|---|---|---|---|")
+    extra = []
     for spec in nets:
         name, size = spec.split(":")
         torch.manual_seed(0)
         net = backbone(name, int(size)).train()
         twin = copy.deepcopy(net)
+        net_copy = copy.deepcopy(net)  # initial weights for the channels_last arms
         x = torch.randn(batch, 3, int(size), int(size))
         with FlopCounterMode(display=False) as counter:
             net(x).sum().backward()
@@ -178,6 +188,35 @@ def compile_table(nets: list[str], batch: int, steps: int, threads: int) -> None
               f"{compile_s:.0f} | {eager * per_image:.0f} ({100 * eager * per_image / peak:.0f} %) | "
               f"{compiled * per_image:.0f} ({100 * compiled * per_image / peak:.0f} %) | "
               f"{eager_loss:.6f} / {compiled_loss:.6f} |", flush=True)
+        if with_channels_last:
+            extra.append((name, size, eager, eager_loss, *cl_arms(net_copy, x, steps)))
+    if with_channels_last:
+        print("\n| backbone | eager img/s | eager channels_last img/s (/ eager) | compiled channels_last img/s "
+              "(/ eager) | first loss eager / eager CL / compiled CL |")
+        print("|---|---|---|---|---|")
+        for name, size, eager, eager_loss, cl, cl_loss, ccl, ccl_loss in extra:
+            print(f"| {name} {size} px | {eager:.0f} | {cl:.0f} ({cl / eager:.2f}x) | {ccl:.0f} ({ccl / eager:.2f}x) | "
+                  f"{eager_loss:.6f} / {cl_loss:.6f} / {ccl_loss:.6f} |", flush=True)
+
+
+def cl_arms(net: torch.nn.Module, x: torch.Tensor, steps: int) -> tuple[float, float, float, float]:
+    """(eager channels_last img/s, its first loss, compiled channels_last img/s, its first loss) from ``net``'s
+    initial weights."""
+    import copy
+
+    from facelearn.nn.compile import Compile
+
+    eager_net, xe = channels_last(copy.deepcopy(net), x)
+    _, eager_loss, eager = train_rate(eager_net, xe, steps)
+    twin, xc = channels_last(copy.deepcopy(net), x)
+
+    class Holder(torch.nn.Module):
+        def __init__(self, b):
+            super().__init__()
+            self.backbone = b
+    Compile().apply(Holder(twin))
+    _, compiled_loss, compiled = train_rate(twin, xc, steps)
+    return eager, eager_loss, compiled, compiled_loss
 
 
 def main() -> None:
@@ -187,12 +226,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="backbones alone: eager vs compiled, GFLOP/s")
     ap.add_argument("--nets", nargs="+", default=["small:64", "mobilefacenet:112"], help="backbone:image size")
+    ap.add_argument("--channels-last", action="store_true", help="with --compile: channels_last arms too")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.compile:
-        compile_table(args.nets, args.batch, args.steps, args.threads)
+        compile_table(args.nets, args.batch, args.steps, args.threads, args.channels_last)
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -80,7 +80,8 @@ class DoppelgangerSampler(ResumableBatchSampler):
 
     Args:
         labels: class of every training image.
-        batch_size: M, images per batch (per rank).
+        batch_size: M, images per batch (per rank); under DDP a step's global batch is ranks x M images of distinct
+            classes, and each rank's M images are one doppelganger batch (``build_batch``).
         images_per_class: an int (fixed, e.g. 3 as in §4.2.5) or ``[low, high]`` (e.g. [2, 8]).
         num_random: N_r; or ``random_ratio`` = N_r / N_c (rounded, at least 1). N_r = N_c is random sampling.
         doppelgangers: the live ``DoppelgangerList`` (attached by ``DoppelgangerMining`` at train start).
