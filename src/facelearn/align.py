@@ -39,7 +39,7 @@ DETECTOR_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 
 
 def default_detector() -> str:
-    from facelearn.paths import default_models_dir
+    from facelearn.runtime.paths import default_models_dir
     return os.path.join(os.environ.get("FACELEARN_MODELS") or default_models_dir(), DETECTOR_FILE)
 
 

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from facelearn.cli.validate import one_line_errors, validate_train_config
-from facelearn.plugins import check_plugins
+from facelearn.runtime.plugins import check_plugins
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from facelearn.build import build_list, build_module
     from facelearn.callbacks import BenchmarkCallback
-    from facelearn.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
+    from facelearn.runtime.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
     from facelearn.loggers import finish_loggers, flat_config
     from facelearn.runtime.distributed import shutdown_process_group
     from facelearn.runtime.threads import apply_plan, local_ranks_of, plan_threads

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY, run_cli
-from facelearn.diagnostics import effective_rank, mean_negative_cosine, mean_pair_cosine
+from facelearn.eval.representation import effective_rank, mean_negative_cosine, mean_pair_cosine
 
 
 def test_effective_rank_by_hand():

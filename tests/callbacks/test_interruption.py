@@ -79,7 +79,7 @@ def test_sigterm_saves_resumable_checkpoint_and_exits_nonzero(tmp_path):
 def test_atomic_save_replaces_in_place(tmp_path):
     import torch
 
-    from facelearn.checkpointing import AtomicCheckpointIO
+    from facelearn.runtime.checkpointing import AtomicCheckpointIO
     target = tmp_path / "ckpts" / "last.ckpt"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"a": torch.ones(2)}, target)

@@ -94,3 +94,21 @@ def test_epoch_averages_of_a_mid_epoch_resume_cover_the_whole_epoch(tmp_path):
     full = run(tmp_path / "a", every=5)  # 8 steps per epoch: step 5 is mid-epoch 0
     resumed = run(tmp_path / "b", ckpt=str(tmp_path / "a" / "step=5.ckpt"))
     assert resumed[0] == pytest.approx(full[0], rel=1e-5) and resumed[1] == pytest.approx(full[1], rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_another_number_of_processes_is_refused_when_lightning_shards_the_data(tmp_path):
+    """data.sampler=null: Lightning's DistributedSampler orders the data by the number of processes, so a
+    checkpoint of 2 x 16 does not continue on 1 x 32 even though the global batch is kept."""
+    dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
+                        benchmarks={}, image_size=16, batch_size=32, sampler=None)
+    net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
+    from facelearn.methods.conventional import ConventionalModule
+    module = ConventionalModule(net, head=CosFace(8, 64), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    callback = ResumeStateCallback()
+    callback.load_state_dict({"epoch": 0, "start": 3, "layout": {"world_size": 2, "batch_size": 16}})
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[callback], enable_checkpointing=False,
+                         default_root_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"data.sampler=null.*resume with 2 process\(es\)"):
+        trainer.fit(module, datamodule=dm)

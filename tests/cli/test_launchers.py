@@ -12,7 +12,7 @@ import yaml
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from facelearn import plugins
+from facelearn.runtime import plugins
 from test_configs import compose_train
 
 

@@ -1,10 +1,10 @@
-"""Representation diagnostics logged during training (definitions in ``facelearn.diagnostics``)."""
+"""Representation diagnostics logged during training (definitions in ``facelearn.eval.representation``)."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from facelearn import diagnostics as d
+from facelearn.eval import representation as d
 
 
 class RepresentationDiagnostics(pl.Callback):
@@ -12,7 +12,7 @@ class RepresentationDiagnostics(pl.Callback):
     extra forward pass): ``diag/effective_rank``, ``diag/negative_cosine`` for every method, and for SST
     ``diag/probe_gallery_cosine`` (same images through the probe and the gallery net) and ``diag/queue_age`` (steps
     since the oldest queue entry was written). Goes to every configured logger (rank zero's batch under DDP).
-    See ``facelearn.diagnostics`` for the definitions."""
+    See ``facelearn.eval.representation`` for the definitions."""
 
     def __init__(self, every_n_steps: int = 10) -> None:
         if every_n_steps < 1:

@@ -153,6 +153,11 @@ class ResumeStateCallback(pl.Callback):
             error = resume_error(old, new)
             if error:
                 raise ValueError(error)
+            if old.world_size != new.world_size and self._sampler(trainer) is None:
+                raise ValueError(f"ckpt_path: the checkpoint was trained with {old}; without a facelearn batch sampler "
+                                 "(data.sampler=null) the data are sharded by Lightning's DistributedSampler, whose "
+                                 f"order depends on the number of processes: resume with {old.world_size} "
+                                 "process(es), or train with a data/sampler (random is the default)")
             if old != new and trainer.is_global_zero:
                 log.warning(describe_change(old, new, batchnorm_images=(self._restored_bn, batchnorm_images(
                     trainer, pl_module)), **split_dependence(pl_module)))

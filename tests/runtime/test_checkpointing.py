@@ -1,4 +1,4 @@
-"""facelearn.checkpointing.AtomicCheckpointIO: a save that fails part-way (a full disk, a folder that cannot be
+"""facelearn.runtime.checkpointing.AtomicCheckpointIO: a save that fails part-way (a full disk, a folder that cannot be
 written) leaves the previous checkpoint loadable (weights_only) and no temporary file, with an error that says so."""
 
 import errno
@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from facelearn import checkpointing
-from facelearn.checkpointing import AtomicCheckpointIO
+from facelearn.runtime import checkpointing
+from facelearn.runtime.checkpointing import AtomicCheckpointIO
 
 
 def test_a_failing_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

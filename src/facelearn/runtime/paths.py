@@ -20,7 +20,7 @@ def working_dir() -> str:
 
 def checkout_root() -> Path | None:
     """The repository root when facelearn runs from a source checkout (src layout), else None (installed wheel)."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]  # src/facelearn/runtime/paths.py -> the checkout
     return repo if (repo / "pyproject.toml").is_file() and (repo / "src" / "facelearn").is_dir() else None
 
 
