@@ -18,7 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from facelearn.cli.validate import check_checkpoint_file, check_int, one_line_errors
+from facelearn.cli.validate import check_bool, check_checkpoint_file, check_int, one_line_errors
 
 log = logging.getLogger(__name__)
 # torch, Lightning and the model code are imported inside the functions: `--help` and config errors come back in a
@@ -157,7 +157,11 @@ def prepare_evaluation(cfg: DictConfig) -> Evaluation:
     check_int(cfg, "threads", 1)
     log.info(apply_plan(plan_threads(threads=cfg.get("threads"))).describe())
     compiler = instantiate(cfg.compile) if cfg.get("compile") else None  # its options checked before the model
+    check_bool(cfg, "channels_last")
     module, run_cfg = load_model(cfg)
+    if cfg.get("channels_last"):
+        from facelearn.nn.compile import channels_last
+        channels_last(module)
     if compiler is not None:
         compiler.apply(module)
     if run_cfg is None:  # an ONNX model or a backbone alone: the benchmarks and the image size come from here

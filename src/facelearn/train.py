@@ -43,12 +43,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from facelearn.callbacks import BenchmarkCallback
     from facelearn.runtime.checkpointing import SIGTERM_EXIT_CODE, AtomicCheckpointIO
     from facelearn.loggers import finish_loggers, flat_config
+    from facelearn.nn.compile import channels_last
     from facelearn.runtime.distributed import shutdown_process_group
     from facelearn.runtime.threads import apply_plan, local_ranks_of, plan_threads
 
     _quiet()
     resumed = validate_train_config(cfg)
-    # DataLoader workers take cores only when they decode (data.stream); over in-memory images they just index
+    # DataLoader workers decode only with data.stream (over in-memory images they just index): named in the plan
     decoding_workers = int(cfg.data.get("num_workers") or 0) if cfg.data.get("stream") else 0
     log.info(apply_plan(plan_threads(local_ranks_of(cfg.trainer), decoding_workers, cfg.get("threads"))).describe())
     compiler = instantiate(cfg.compile) if cfg.get("compile") else None  # its options checked before any data
@@ -56,6 +57,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data, _recursive_=True)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.num_classes)
+    if cfg.get("channels_last"):
+        channels_last(module)
     if compiler is not None:
         compiler.apply(module)
     callbacks = build_list(cfg.get("callbacks"))

@@ -112,6 +112,9 @@ def test_export_help_is_the_export_usage(tmp_path):
     (["facelearn.train", "data=rec", "data.train.path=x.rec"], "benchmark.synthetic is a set of synthetic faces, but "
                                                                "the training data are real (RecordIOSource)"),
     (["facelearn.export", "ckpt_path=x.ckpt", "layout=onnx2"], "layout=onnx2: expected one of facelearn, insightface"),
+    (["facelearn.train", "+debug=tiny_synthetic", "channels_last=yes"], "channels_last='yes': expected true or false"),
+    (["facelearn.train", "+debug=tiny_synthetic", "backbone.norm=layer"],
+     "backbone.norm='layer': expected one of 'batch', 'group' (SmallFaceNet's norm)"),
 ])
 def test_cli_errors_are_one_line_unless_hydra_full_error(tmp_path, args, expected):
     import subprocess

@@ -9,7 +9,7 @@ import torch
 
 from conftest import TINY, run_cli
 from facelearn.nn.backbones import SmallFaceNet
-from facelearn.nn.compile import Compile
+from facelearn.nn.compile import Compile, channels_last
 
 
 def step(net, x, labels, head):
@@ -50,12 +50,14 @@ def test_unknown_module_is_refused():
 
 
 def test_sst_trains_compiled_and_the_checkpoint_evaluates_eagerly(tmp_path):
-    """The CLI as typed with compile=backbone (aot_eager: seconds): SST's probe and gallery nets are compiled, the
-    checkpoint has eager parameter names and `facelearn.evaluate` scores it without compiling."""
+    """The CLI as typed with compile=backbone (aot_eager: seconds) and channels_last=true: SST's probe and gallery
+    nets are NHWC and compiled, the checkpoint has eager parameter names and `facelearn.evaluate` scores it without
+    compiling, in the default memory format."""
     # one epoch, batches of one size (192 images / 16): one graph each for the probe and the gallery net
     proc = run_cli(["+experiment=sst_shallow", *TINY, "method.queue_size=48", "data.batch_size=16", "compile=backbone",
-                    "compile.backend=aot_eager", "trainer.max_epochs=1"], tmp_path)
+                    "compile.backend=aot_eager", "trainer.max_epochs=1", "channels_last=true"], tmp_path)
     assert "torch.compile (aot_eager, mode default): backbone, gallery" in proc.stdout + proc.stderr
+    assert "channels_last memory format: backbone, gallery" in proc.stdout + proc.stderr
     ckpt = next((tmp_path / "logs").rglob("last.ckpt"))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert state and not any("_orig_mod" in k for k in state)
@@ -106,3 +108,32 @@ def test_a_compiled_partial_fc_head_equals_eager(sample_rate):
     for e, c in zip(*outs):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-6)
     assert list(compiled.state_dict()) == list(eager.state_dict())
+
+
+def test_channels_last_compiles_to_the_same_step_and_saves_loadable_weights():
+    """channels_last=true (then compiled): NHWC weights and inputs; the step's loss and gradients equal eager NCHW,
+    and the weights load into a plain eager network (checkpoint -> evaluate without compiling)."""
+    torch.manual_seed(0)
+    net, head = SmallFaceNet(embedding_size=16, image_size=32), torch.nn.Linear(16, 5)
+    twin = copy.deepcopy(net)
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = twin
+
+    holder = Holder()
+    assert channels_last(holder) == ["backbone"]
+    Compile(backend="aot_eager").apply(holder)
+    conv = next(m for m in twin.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
+    loss, grads = step(net, x, labels, head)
+    c_loss, c_grads = step(twin, x, labels, head)
+    torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-6)
+    for g, c in zip(grads, c_grads):
+        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-5)
+    fresh = SmallFaceNet(embedding_size=16, image_size=32)
+    fresh.load_state_dict(twin.state_dict())
+    for a, b in zip(fresh.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(a, b)

@@ -66,6 +66,12 @@ def check_int(cfg: DictConfig, key: str, minimum: int) -> None:
         raise ValueError(f"{key}={value!r}: expected an integer >= {minimum}")
 
 
+def check_bool(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r}: expected true or false")
+
+
 def _positive_number(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None:
@@ -109,6 +115,7 @@ def validate_train_config(cfg: DictConfig) -> dict[str, Any] | None:
                          ("callbacks.benchmark.every_n_epochs", 1), ("seed", 0), ("threads", 1)):
         check_int(cfg, key, minimum)
     _positive_number(cfg, "optimizer.lr")
+    check_bool(cfg, "channels_last")
     trainer = cfg.get("trainer") or {}
     precision = str(trainer.get("precision", ""))
     if trainer.get("accelerator") == "cpu" and precision in ("16-true", "bf16-true", "16", "bf16", "16-mixed"):

@@ -7,10 +7,10 @@ size, so 112x112 (the insightface default) and 64x64 (the CPU recipe) both work.
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 import os
+from typing import Literal
 
 import torch
 from torch import nn
@@ -321,7 +321,7 @@ class SmallFaceNet(nn.Module):
     """
 
     def __init__(self, embedding_size: int = 128, image_size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 depth: int = 1, dropout: float = 0.0, norm: str = "batch") -> None:
+                 depth: int = 1, dropout: float = 0.0, norm: Literal["batch", "group"] = "batch") -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"backbone.norm={norm!r}: expected one of {', '.join(NORMS)}")

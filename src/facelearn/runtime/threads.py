@@ -5,10 +5,11 @@ Sized on its own, each part takes every core (torch: one thread per core; the de
 and each DataLoader worker likewise), so two ranks with two workers each on a 2-core machine run 8+ busy threads on
 2 cores; with other load on the machine a run with torch's default threads measured 5x slower than with one thread
 per process. The plan: the cores this process may use (CPU affinity, capped by a cgroup CPU quota), shared among
-the local ranks; each rank gives torch its share less what its decoding DataLoader workers take (with
-``data.stream`` they decode on a core each; over in-memory images they only index, and take none), never less
-than one. Measured on the idle 2-core machine (``benchmarks/threads.py``, ``experiments/results/speed``): 2
-threads 333 images/s vs 1 thread 170 on sst_shallow; 2 DDP ranks x 1 thread 338. Decoding before training (the
+the local ranks; each rank gives torch its whole share, DataLoader workers included (they decode part of the
+time: reserving a core per worker cost more than the workers' contention). Measured on the idle 2-core machine
+(``benchmarks/threads.py``, ``experiments/results/speed``): 2 threads 333 images/s vs 1 thread 170 on sst_shallow;
+2 DDP ranks x 1 thread 338; streamed LFW JPEGs (conventional_lfw, ``data.stream=true``): 0 workers 448 images/s,
+1 worker with torch at 1 thread (the rule before) 326 vs 2 threads 412, 2 workers 371 vs 467. Decoding before training (the
 cache build, benchmark images) uses the rank's share. User choices win: ``threads=N`` (the config key) or an
 ``OMP_NUM_THREADS`` set before the run fixes torch's threads; the plan is printed once, naming what decided it.
 """
@@ -95,8 +96,8 @@ def plan_threads(local_ranks: int = 1, workers: int = 0, threads: int | None = N
     elif environ.get("OMP_NUM_THREADS", "").isdigit() and int(environ["OMP_NUM_THREADS"]) > 0:
         torch_threads, why = int(environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS as set"
     else:
-        torch_threads = max(1, share - workers)
-        why = f"{share} core(s) per rank" + (f" less {workers} for the workers" if workers else "")
+        torch_threads = share
+        why = f"{share} core(s) per rank"
     return ThreadPlan(n, source, local_ranks, workers, torch_threads, share, why)
 
 
