@@ -112,3 +112,30 @@ def test_another_number_of_processes_is_refused_when_lightning_shards_the_data(t
                          default_root_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"data.sampler=null.*resume with 2 process\(es\)"):
         trainer.fit(module, datamodule=dm)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_batchnorm_net_resumed_on_another_split_says_what_differs(tmp_path, caplog):
+    """A checkpoint of 2 x 16 whose BatchNorm layers took statistics over 16 images, resumed on 1 x 32: the run goes
+    on and its first line says the statistics now cover 32 images (and how to keep them over the global batch)."""
+    import logging
+
+    pl.seed_everything(0)
+    dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
+                        benchmarks={}, image_size=16, batch_size=32, sampler=lambda **kw: IdentityPairSampler(**kw))
+    net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
+    module = SSTModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), head=CosFace(8, 0), queue_size=32,
+                       embedding_size=8, momentum=0.5, num_classes=64)
+    callback = ResumeStateCallback()
+    callback.load_state_dict({"epoch": 0, "start": 1, "layout": {"world_size": 2, "batch_size": 16},
+                              "batchnorm_images": 16})
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[callback], enable_checkpointing=False,
+                         use_distributed_sampler=False, default_root_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="facelearn.callbacks.resume"):
+        trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 2
+    (line,) = [r.getMessage() for r in caplog.records if "resuming a run" in r.getMessage()]
+    assert "of 2 process(es) x data.batch_size=16 on 1 process(es) x data.batch_size=32" in line
+    assert "differs with the split: BatchNorm statistics over 32 instead of 16 images" in line
+    assert "trainer.sync_batchnorm=true" in line
