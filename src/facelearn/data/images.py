@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facelearn.data.recordio_format import REC_SCHEME, read_virtual
 from facelearn.runtime.threads import decode_threads
 
 log = logging.getLogger(__name__)
@@ -117,19 +118,15 @@ def decode_image(path: str | os.PathLike, crop: FaceCrop, box: tuple[float, floa
     return crop_resize(img, crop)
 
 
-_REC = "rec://"  # facelearn.data.recordio.REC_SCHEME: a sample inside a RecordIO file
-
-
 def _image_file(path: str | os.PathLike):
     """A path, or the bytes of ``rec://<file.rec>#<key>`` (a RecordIO sample) as a file object."""
-    if str(path).startswith(_REC):
-        from facelearn.data.recordio import read_virtual  # lazy: recordio builds on records, which uses this module
+    if str(path).startswith(REC_SCHEME):
         return io.BytesIO(read_virtual(str(path)))
     return path
 
 
 def _file_of(path: str) -> str:
-    return path[len(_REC):].rsplit("#", 1)[0] if path.startswith(_REC) else path
+    return path[len(REC_SCHEME):].rsplit("#", 1)[0] if path.startswith(REC_SCHEME) else path
 
 
 def crop_resize(img: Image.Image, crop: FaceCrop) -> np.ndarray:
