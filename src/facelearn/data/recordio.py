@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from facelearn.data.recordio_format import (MAGIC, READERS, REC_SCHEME, RecordIOReader, RecordIOWriter, pack_payload,
-                                            read_virtual, unpack_payload)
+from facelearn.data.recordio_format import (IR_HEADER_SIZE, MAGIC, READERS, REC_SCHEME, RecordIOReader,
+                                            RecordIOWriter, pack_payload, read_virtual, unpack_payload)
 from facelearn.data.records import FaceRecords
 
 __all__ = ["MAGIC", "REC_SCHEME", "RecordIOReader", "RecordIOWriter", "RecordIOSource", "VerifyReport", "pack",
@@ -110,7 +110,7 @@ def verify_rec(path: str | os.PathLike, workers: int | None = None,
     reader = RecordIOReader(path)
     size = os.path.getsize(reader.rec_path)
     bad: list[tuple[int, int | None, str]] = []
-    outside = sorted(k for k, off in reader.offsets.items() if off + 8 + _HEADER.size > size)
+    outside = sorted(k for k, off in reader.offsets.items() if off + 8 + IR_HEADER_SIZE > size)
     bad += [(k, None, f"offset {reader.offsets[k]} is past the end of the {size}-byte file") for k in outside]
     for k in outside:
         del reader.offsets[k]

@@ -24,6 +24,7 @@ import numpy as np
 
 MAGIC = 0xCED7230A
 _HEADER = struct.Struct("<IfQQ")  # IRHeader: flag, label, id, id2
+IR_HEADER_SIZE = _HEADER.size
 REC_SCHEME = "rec://"
 
 
