@@ -183,9 +183,9 @@ class DoppelgangerSampler(ResumableBatchSampler):
         for _ in range(self.global_batch_size // self.unit):
             classes, ks, short = self._unit_classes(rng, taken)
             for c, k in zip(classes, ks):
-                lo = len(images)
+                start = len(images)
                 images += rng.choice(self.groups[c], k, replace=False).tolist()
-                if lo < last and len(images) > first:  # the class has images in this rank's slice
+                if start < last and len(images) > first:  # the class has images in this rank's slice
                     classes_here.append(c)
                     self.short_classes += int(c in short)
         self.last_classes = classes_here
