@@ -54,15 +54,14 @@ def run(experiment: str, epochs: int, extra: list[str], log_dir: str) -> tuple[f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--experiment", default="sst_shallow")
+    ap.add_argument("--experiment", default=None, help="default: sst_shallow, with --stream conventional_lfw")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--stream", action="store_true", help="streamed JPEGs: worker counts (default experiment "
                                                           "conventional_lfw, which needs ../shared/data/lfw)")
     args = ap.parse_args()
     settings = STREAM_SETTINGS if args.stream else SETTINGS
-    if args.stream and args.experiment == "sst_shallow":
-        args.experiment = "conventional_lfw"
+    args.experiment = args.experiment or ("conventional_lfw" if args.stream else "sst_shallow")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):

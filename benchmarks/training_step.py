@@ -148,6 +148,14 @@ def train_rate(net: torch.nn.Module, x: torch.Tensor, steps: int) -> tuple[float
     return first_time, first, steps * len(x) / (time.perf_counter() - t0)
 
 
+class Holder(torch.nn.Module):
+    """What compile=backbone finds on a method module: ``.backbone``."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+
 def channels_last(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
     return net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
 
@@ -178,10 +186,6 @@ def compile_table(nets: list[str], batch: int, steps: int, threads: int, with_ch
         net.zero_grad()
         _, eager_loss, eager = train_rate(net, x, steps)
 
-        class Holder(torch.nn.Module):  # what compile=backbone finds on a method module
-            def __init__(self, b):
-                super().__init__()
-                self.backbone = b
         Compile().apply(Holder(twin))
         compile_s, compiled_loss, compiled = train_rate(twin, x, steps)
         print(f"| {name} {size} px | {per_image:.2f} | {eager:.0f} | {compiled:.0f} | {compiled / eager:.2f}x | "
@@ -209,11 +213,6 @@ def cl_arms(net: torch.nn.Module, x: torch.Tensor, steps: int) -> tuple[float, f
     eager_net, xe = channels_last(copy.deepcopy(net), x)
     _, eager_loss, eager = train_rate(eager_net, xe, steps)
     twin, xc = channels_last(copy.deepcopy(net), x)
-
-    class Holder(torch.nn.Module):
-        def __init__(self, b):
-            super().__init__()
-            self.backbone = b
     Compile().apply(Holder(twin))
     _, compiled_loss, compiled = train_rate(twin, xc, steps)
     return eager, eager_loss, compiled, compiled_loss

@@ -24,13 +24,25 @@ class LossRecorder(pl.Callback):
         self.losses[trainer.global_step] = (float(outputs["loss"]), batch[1].tolist())
 
 
+def tiny_data(batch_size=16, pairs=True):
+    """64 synthetic identities x 2 images at 16 px, identity-pair batches (or, pairs=False, no facelearn sampler)."""
+    return FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
+                          benchmarks={}, image_size=16, batch_size=batch_size,
+                          sampler=(lambda **kw: IdentityPairSampler(**kw)) if pairs else None)
+
+
+def tiny_net():
+    return SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
+
+
+def tiny_sst(queue_size=24):
+    return SSTModule(tiny_net(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), head=CosFace(8, 0),
+                     queue_size=queue_size, embedding_size=8, momentum=0.5, num_classes=64)
+
+
 def fit(tmp_path, max_steps, ckpt=None, every_n_steps=None):
     pl.seed_everything(0)
-    dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
-                        benchmarks={}, image_size=16, batch_size=16, sampler=lambda **kw: IdentityPairSampler(**kw))
-    net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
-    module = SSTModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), head=CosFace(8, 0),
-                       queue_size=24, embedding_size=8, momentum=0.5, num_classes=64)
+    dm, module = tiny_data(), tiny_sst()
     rec = LossRecorder()
     callbacks = [ResumeStateCallback(), rec]
     if every_n_steps:
@@ -73,12 +85,7 @@ def test_epoch_averages_of_a_mid_epoch_resume_cover_the_whole_epoch(tmp_path):
 
     def run(root, ckpt=None, every=None):
         pl.seed_everything(0)
-        dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
-                            benchmarks={}, image_size=16, batch_size=16,
-                            sampler=lambda **kw: IdentityPairSampler(**kw))
-        net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
-        module = SSTModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), head=CosFace(8, 0),
-                           queue_size=24, embedding_size=8, momentum=0.5, num_classes=64)
+        dm, module = tiny_data(), tiny_sst()
         callbacks = [ResumeStateCallback()]
         if every:
             callbacks.append(ModelCheckpoint(dirpath=root, filename="{step}", every_n_train_steps=every,
@@ -100,11 +107,9 @@ def test_epoch_averages_of_a_mid_epoch_resume_cover_the_whole_epoch(tmp_path):
 def test_another_number_of_processes_is_refused_when_lightning_shards_the_data(tmp_path):
     """data.sampler=null: Lightning's DistributedSampler orders the data by the number of processes, so a
     checkpoint of 2 x 16 does not continue on 1 x 32 even though the global batch is kept."""
-    dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
-                        benchmarks={}, image_size=16, batch_size=32, sampler=None)
-    net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
     from facelearn.methods.conventional import ConventionalModule
-    module = ConventionalModule(net, head=CosFace(8, 64), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    dm = tiny_data(batch_size=32, pairs=False)
+    module = ConventionalModule(tiny_net(), head=CosFace(8, 64), optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
     callback = ResumeStateCallback()
     callback.load_state_dict({"epoch": 0, "start": 3, "layout": {"world_size": 2, "batch_size": 16}})
     trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
@@ -121,11 +126,7 @@ def test_a_batchnorm_net_resumed_on_another_split_says_what_differs(tmp_path, ca
     import logging
 
     pl.seed_everything(0)
-    dm = FaceDataModule(train=SyntheticFaces(num_identities=64, images_per_identity=2, seed=0), split=Shallow(2),
-                        benchmarks={}, image_size=16, batch_size=32, sampler=lambda **kw: IdentityPairSampler(**kw))
-    net = SmallFaceNet(embedding_size=8, image_size=16, widths=(4, 4, 4, 4))
-    module = SSTModule(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), head=CosFace(8, 0), queue_size=32,
-                       embedding_size=8, momentum=0.5, num_classes=64)
+    dm, module = tiny_data(batch_size=32), tiny_sst(queue_size=32)  # 16 pairs per step: a queue of 2 steps
     callback = ResumeStateCallback()
     callback.load_state_dict({"epoch": 0, "start": 1, "layout": {"world_size": 2, "batch_size": 16},
                               "batchnorm_images": 16})

@@ -18,6 +18,24 @@ def step(net, x, labels, head):
     return loss.detach(), [p.grad.clone() for p in net.parameters()]
 
 
+def method_like(**modules):
+    """A module with the attributes Compile / channels_last look for on a method module (.backbone, .head)."""
+    holder = torch.nn.Module()
+    for name, module in modules.items():
+        setattr(holder, name, module)
+    return holder
+
+
+def assert_same_step(net, twin, head):
+    """One cross-entropy step of ``twin`` (compiled) gives ``net``'s (eager) loss and gradients."""
+    x, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
+    loss, grads = step(net, x, labels, head)
+    c_loss, c_grads = step(twin, x, labels, head)
+    torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-6)
+    for g, c in zip(grads, c_grads):
+        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-5)
+
+
 # Inductor's import trips torch's own deprecation of torch.jit.script_method (torch/utils/mkldnn.py), an error under
 # the suite's filterwarnings=error
 JIT_DEPRECATION = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -28,19 +46,8 @@ def test_compiled_loss_and_gradients_equal_eager(backend):
     torch.manual_seed(0)
     net, head = SmallFaceNet(embedding_size=16, image_size=32), torch.nn.Linear(16, 5)
     twin = copy.deepcopy(net)
-
-    class Holder(torch.nn.Module):  # what Compile finds on a method module: .backbone
-        def __init__(self):
-            super().__init__()
-            self.backbone = twin
-
-    Compile(backend=backend).apply(Holder())
-    x, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
-    loss, grads = step(net, x, labels, head)
-    c_loss, c_grads = step(twin, x, labels, head)
-    torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-6)
-    for g, c in zip(grads, c_grads):
-        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-5)
+    Compile(backend=backend).apply(method_like(backbone=twin))
+    assert_same_step(net, twin, head)
     assert list(twin.state_dict()) == list(net.state_dict())  # no _orig_mod. prefix
 
 
@@ -89,13 +96,7 @@ def test_a_compiled_partial_fc_head_equals_eager(sample_rate):
         return pfc
 
     eager, compiled = make(), make()
-
-    class Holder(torch.nn.Module):  # what Compile finds on a method module: .head
-        def __init__(self):
-            super().__init__()
-            self.head = compiled
-
-    Compile(modules=["head"], backend="aot_eager").apply(Holder())
+    Compile(modules=["head"], backend="aot_eager").apply(method_like(head=compiled))
     features = torch.randn(8, 16)
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 0, 11])
     outs = []
@@ -116,23 +117,12 @@ def test_channels_last_compiles_to_the_same_step_and_saves_loadable_weights():
     torch.manual_seed(0)
     net, head = SmallFaceNet(embedding_size=16, image_size=32), torch.nn.Linear(16, 5)
     twin = copy.deepcopy(net)
-
-    class Holder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = twin
-
-    holder = Holder()
+    holder = method_like(backbone=twin)
     assert channels_last(holder) == ["backbone"]
     Compile(backend="aot_eager").apply(holder)
     conv = next(m for m in twin.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
-    loss, grads = step(net, x, labels, head)
-    c_loss, c_grads = step(twin, x, labels, head)
-    torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-6)
-    for g, c in zip(grads, c_grads):
-        torch.testing.assert_close(c, g, rtol=1e-4, atol=1e-5)
+    assert_same_step(net, twin, head)
     fresh = SmallFaceNet(embedding_size=16, image_size=32)
     fresh.load_state_dict(twin.state_dict())
     for a, b in zip(fresh.state_dict().values(), twin.state_dict().values()):
