@@ -9,7 +9,8 @@ builds C++), so it pays on long runs, not on a 3-step debug run.
 ``channels_last=true`` (a top-level option of train and evaluate, with or without compiling: ``channels_last``
 below) puts the backbone's weights and its input batches in channels_last (NHWC) memory format. Measured on a
 2-core CPU (``benchmarks/training_step.py --compile --channels-last --steps 30``, ``experiments/results/speed``):
-SmallFaceNet 64 px eager 1.15-1.23x in NHWC, compiled 1.39-1.41x with or without it; MobileFaceNet 112 px slower in
+SmallFaceNet 64 px eager in NHWC 0.89-1.23x over four runs (1.15-1.23x in the two 30-step ones: not a consistent
+gain), compiled 1.39-1.41x with or without it; MobileFaceNet 112 px slower in
 NHWC (0.87x eager, 0.93x compiled, against 1.52x compiled in NCHW; 10-step run). Hence an option, off by default.
 """
 
